@@ -1,0 +1,15 @@
+//! vendgate: a serial-to-MQTT protocol bridge gateway for vending machines.
+//!
+//! The modules follow the pipeline of DESIGN.md §6; `docs/ARCHITECTURE.md`
+//! walks through them in order.
+
+pub mod cli;
+pub mod codec;
+pub mod command;
+pub mod config;
+pub mod device;
+pub mod link;
+pub mod mqtt;
+pub mod profile;
+pub mod sim;
+pub mod store;
