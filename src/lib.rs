@@ -8,6 +8,7 @@ pub mod codec;
 pub mod command;
 pub mod config;
 pub mod device;
+pub mod gateway;
 pub mod link;
 pub mod mqtt;
 pub mod profile;

@@ -1,6 +1,115 @@
-//! The command line. Filled in by the runtime work.
+//! The command line (DESIGN §2): a thin layer over the library. `anyhow`
+//! lives here only; exit codes are decided here.
+
+mod check;
+mod demo;
+mod logging;
+mod run;
+mod simulate;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Exit code for a config or profile error.
+pub const EXIT_CONFIG: i32 = 2;
+/// Exit code for any other fatal error.
+pub const EXIT_FATAL: i32 = 1;
+
+#[derive(Parser, Debug)]
+#[command(name = "vendgate", version, about = "Serial-to-MQTT gateway for vending machines")]
+pub struct Cli {
+    /// Log format on stderr; the level comes from RUST_LOG (default: info).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway until SIGTERM/SIGINT.
+    Run {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Validate the config and every profile it uses, without opening ports or the network.
+    Check {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// No hardware, no broker: embedded broker + simulated machine + gateway, with the traffic shown.
+    Demo {
+        /// The embedded broker's port on 127.0.0.1.
+        #[arg(long, default_value_t = 1883)]
+        port: u16,
+        /// Where the shipped profiles are.
+        #[arg(long, default_value = "device-profiles")]
+        profiles_dir: PathBuf,
+    },
+    /// Play the device side of a profile on a serial port or a new pseudo-terminal.
+    Simulate {
+        /// A profile name in --profiles-dir, or a path to a .yaml file.
+        #[arg(long)]
+        profile: String,
+        /// Where the profiles are.
+        #[arg(long, default_value = "device-profiles")]
+        profiles_dir: PathBuf,
+        /// An existing serial port to play on.
+        #[arg(long, conflicts_with = "pty", required_unless_present = "pty")]
+        port: Option<PathBuf>,
+        /// Create a pseudo-terminal and print its path.
+        #[arg(long)]
+        pty: bool,
+    },
+}
 
 /// Runs the CLI and returns the process exit code.
 pub fn main() -> i32 {
-    0
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("vendgate: cannot start the async runtime: {e}");
+            return EXIT_FATAL;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run { config } => run::run(&config).await,
+            Command::Check { config } => check::check(&config),
+            Command::Demo { port, profiles_dir } => demo::demo(port, &profiles_dir).await,
+            Command::Simulate {
+                profile,
+                profiles_dir,
+                port,
+                pty,
+            } => simulate::simulate(&profile, &profiles_dir, port.as_deref(), pty).await,
+        }
+    })
+}
+
+/// Waits for SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -1,1 +1,8 @@
-//! See docs/ARCHITECTURE.md.
+//! The command router: from an MQTT command publish to a queued command or
+//! an immediate result (`router.rs`), and the result payloads (`result.rs`).
+
+mod result;
+mod router;
+
+pub use result::{CommandResult, Status};
+pub use router::Router;

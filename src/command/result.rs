@@ -1,0 +1,114 @@
+//! Command result payloads (DESIGN §4 "Commands").
+
+use serde_json::{Map, Value};
+
+/// The `status` of a command result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Rejected,
+    Failed,
+    Timeout,
+    Expired,
+    Duplicate,
+    Offline,
+    Busy,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Rejected => "rejected",
+            Status::Failed => "failed",
+            Status::Timeout => "timeout",
+            Status::Expired => "expired",
+            Status::Duplicate => "duplicate",
+            Status::Offline => "offline",
+            Status::Busy => "busy",
+        }
+    }
+}
+
+/// A result being built; `to_json` renders the payload published on
+/// `.../cmd/{command}/result`.
+#[derive(Debug, Clone)]
+pub struct CommandResult {
+    pub id: Option<String>,
+    pub status: Status,
+    pub error: Option<String>,
+    pub response: Option<Map<String, Value>>,
+    pub original: Option<Value>,
+}
+
+impl CommandResult {
+    pub fn new(id: Option<&str>, status: Status) -> CommandResult {
+        CommandResult {
+            id: id.map(str::to_owned),
+            status,
+            error: None,
+            response: None,
+            original: None,
+        }
+    }
+
+    pub fn ok(id: &str) -> CommandResult {
+        CommandResult::new(Some(id), Status::Ok)
+    }
+
+    /// Every result that is not `ok` carries an `error` a person can act on.
+    pub fn error(id: Option<&str>, status: Status, error: impl Into<String>) -> CommandResult {
+        CommandResult {
+            error: Some(error.into()),
+            ..CommandResult::new(id, status)
+        }
+    }
+
+    pub fn with_response(mut self, response: Map<String, Value>) -> CommandResult {
+        self.response = Some(response);
+        self
+    }
+
+    pub fn to_json(&self) -> String {
+        let mut object = Map::new();
+        object.insert(
+            "id".into(),
+            self.id.clone().map(Value::String).unwrap_or(Value::Null),
+        );
+        object.insert("status".into(), Value::from(self.status.as_str()));
+        object.insert("ts".into(), Value::from(crate::device::timestamp_now()));
+        if let Some(error) = &self.error {
+            object.insert("error".into(), Value::from(error.clone()));
+        }
+        if let Some(response) = &self.response {
+            object.insert("response".into(), Value::Object(response.clone()));
+        }
+        if let Some(original) = &self.original {
+            object.insert("original".into(), original.clone());
+        }
+        Value::Object(object).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ok_result_has_id_status_ts() {
+        let v: Value = serde_json::from_str(&CommandResult::ok("ord-1").to_json()).unwrap();
+        assert_eq!(v["id"], "ord-1");
+        assert_eq!(v["status"], "ok");
+        assert!(v["ts"].as_str().unwrap().ends_with('Z'));
+        assert!(v.get("error").is_none());
+    }
+
+    #[test]
+    fn unparseable_command_gets_null_id() {
+        let r = CommandResult::error(None, Status::Rejected, "payload is not JSON");
+        let v: Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(v["id"], Value::Null);
+        assert_eq!(v["status"], "rejected");
+        assert_eq!(v["error"], "payload is not JSON");
+    }
+}

@@ -1,0 +1,175 @@
+//! The whole gateway wired together: for each machine a device task, a
+//! command router and an MQTT session; plus the gateway's own session.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::command::Router;
+use crate::config::{Config, TopicVars, TopicsConfig};
+use crate::device::{self, DeviceContext};
+use crate::mqtt::{self, status_payload, Availability, OfflineReason, SessionSpec};
+use crate::profile::{Profile, ProfileError};
+use crate::store::{Store, StoreError, StoreOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Mqtt(#[from] mqtt::OptionsError),
+}
+
+/// Loads the profile of every device, once per distinct name.
+pub fn load_profiles(config: &Config) -> Result<HashMap<String, Arc<Profile>>, ProfileError> {
+    let mut profiles = HashMap::new();
+    for device in &config.devices {
+        if !profiles.contains_key(&device.profile) {
+            let profile = Profile::resolve(&config.profiles_dir, &device.profile)?;
+            profiles.insert(device.profile.clone(), Arc::new(profile));
+        }
+    }
+    Ok(profiles)
+}
+
+/// A running gateway; `shutdown` ends it cleanly.
+pub struct Gateway {
+    devices: Vec<JoinHandle<()>>,
+    routers: Vec<JoinHandle<()>>,
+    sessions: Vec<JoinHandle<()>>,
+    pub shutdown: CancellationToken,
+}
+
+impl Gateway {
+    pub fn start(config: Config) -> Result<Gateway, StartError> {
+        let profiles = load_profiles(&config)?;
+        let store = Store::open(
+            &config.store.path,
+            StoreOptions {
+                id_window: config.commands.id_window,
+                id_ttl: config.commands.id_ttl,
+            },
+        )?;
+        let config = Arc::new(config);
+        let shutdown = CancellationToken::new();
+        let mut devices = Vec::new();
+        let mut routers = Vec::new();
+        let mut sessions = Vec::new();
+
+        fn vars<'a>(config: &'a Config, machine: &'a str) -> TopicVars<'a> {
+            TopicVars {
+                prefix: &config.mqtt.topic_prefix,
+                machine,
+                gateway: &config.gateway.id,
+                name: "",
+                command: "",
+            }
+        }
+        let will = status_payload(&config, &Availability::offline(OfflineReason::GatewayLost));
+        let gateway = mqtt::spawn_session(
+            &config,
+            SessionSpec {
+                name: config.gateway.id.clone(),
+                client_id: config.gateway.id.clone(),
+                status_topic: TopicsConfig::render(&config.topics.gateway_status, &vars(&config, "")),
+                subscribe: None,
+            },
+            store.clone(),
+            will.clone(),
+            shutdown.clone(),
+        )?;
+        gateway.availability.send_replace(Availability::Online);
+        sessions.extend(gateway.tasks);
+        // The gateway's availability sender must outlive the run.
+        let gateway_availability = gateway.availability;
+
+        for device in &config.devices {
+            let Some(profile) = profiles.get(&device.profile).cloned() else {
+                continue;
+            };
+            let machine = device.id.as_str();
+            let client_id = TopicsConfig::render(&config.mqtt.client_id, &vars(&config, machine));
+            let mut session = mqtt::spawn_session(
+                &config,
+                SessionSpec {
+                    name: device.id.clone(),
+                    client_id,
+                    status_topic: TopicsConfig::render(&config.topics.status, &vars(&config, machine)),
+                    subscribe: Some(config.topics.command_filter(
+                        &config.mqtt.topic_prefix,
+                        machine,
+                        &config.gateway.id,
+                    )),
+                },
+                store.clone(),
+                will.clone(),
+                shutdown.clone(),
+            )?;
+            sessions.append(&mut session.tasks);
+            let (device_tx, device_rx) = mpsc::unbounded_channel();
+            let queued = Arc::new(AtomicUsize::new(0));
+            if let Some(publishes) = session.commands.take() {
+                let router = Router {
+                    machine: device.id.clone(),
+                    config: config.clone(),
+                    profile: profile.clone(),
+                    store: store.clone(),
+                    device: device_tx,
+                    queued: queued.clone(),
+                    outbox_ready: session.outbox_ready.clone(),
+                };
+                routers.push(tokio::spawn(router.run(publishes)));
+            }
+            let ctx = DeviceContext {
+                config: config.clone(),
+                device: device.clone(),
+                profile,
+                store: store.clone(),
+                availability: session.availability,
+                outbox_ready: session.outbox_ready,
+                telemetry: session.telemetry,
+                commands: device_rx,
+                queued,
+            };
+            devices.push(tokio::spawn(device::run(ctx, shutdown.clone())));
+        }
+        routers.push(tokio::spawn(async move {
+            let _keep = gateway_availability;
+            std::future::pending::<()>().await
+        }));
+        info!(gateway = %config.gateway.id, machines = config.devices.len(), "gateway started");
+        Ok(Gateway {
+            devices,
+            routers,
+            sessions,
+            shutdown,
+        })
+    }
+
+    /// Stops the device tasks (their durable writes complete), then the
+    /// sessions (each publishes `offline` and disconnects).
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        for task in &self.routers {
+            // A command recorded but not yet handed over is reported at the
+            // next start; nothing is half-done by stopping here.
+            task.abort();
+        }
+        let devices = futures::future::join_all(self.devices);
+        if tokio::time::timeout(Duration::from_secs(5), devices).await.is_err() {
+            warn!("device tasks did not finish within 5 s");
+        }
+        let all = futures::future::join_all(self.sessions);
+        if tokio::time::timeout(Duration::from_secs(8), all).await.is_err() {
+            warn!("MQTT sessions did not finish within 8 s; exiting anyway");
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! A simulated device: plays the device side of a profile's link rules.
+//!
+//! For `device_polls` profiles (the VMC board) it is the master: it polls,
+//! expects an answer within `answer_within`, ACKs commands, sends its data
+//! frames instead of a POLL and retransmits them until ACKed. Tests drive
+//! it through [`Control`] and watch it through [`BoardEvent`]s.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::{Map, Value};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::{Decoder, Encoder};
+use tracing::{debug, warn};
+
+use super::script::Script;
+use crate::codec::{Frame, FrameCode, FrameCodec};
+use crate::profile::{LinkMode, Profile};
+
+/// What a test (or the demo) can make the board do.
+#[derive(Debug)]
+pub enum Control {
+    /// Send a message of the profile with these values.
+    Send { message: String, values: Map<String, Value> },
+    /// Write raw bytes now (line noise, corrupted frames).
+    Raw(Vec<u8>),
+    /// Stop or resume polling (a board that hangs).
+    Polling(bool),
+    /// Stop the board.
+    Stop,
+}
+
+/// What the board saw, for tests, the demo and the benchmark.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BoardEvent {
+    /// A command frame arrived and was ACKed. `repeat` is a retransmission
+    /// (same code and sequence number as the previous one).
+    Command { name: String, args: Map<String, Value>, seq: Option<u8>, repeat: bool },
+    /// The answer to a POLL started this long after the POLL was written.
+    PollAnswered { latency: Duration, command: bool },
+    /// No answer to a POLL within `answer_within`.
+    PollUnanswered,
+    /// One of our data frames was ACKed.
+    DataAcked { message: String, seq: Option<u8> },
+    /// One of our data frames was abandoned after the last retry.
+    DataAbandoned { message: String },
+    /// A frame that the profile does not expect from the host.
+    Unexpected(Frame),
+}
+
+pub struct Board<P> {
+    profile: Arc<Profile>,
+    script: Script,
+    port: P,
+    codec: FrameCodec,
+    buf: BytesMut,
+    control: mpsc::Receiver<Control>,
+    events: Option<mpsc::UnboundedSender<BoardEvent>>,
+    poll_interval: Duration,
+    polling: bool,
+    seq: u8,
+    outbox: VecDeque<(String, Frame)>,
+    last_command: Option<(FrameCode, Bytes)>,
+    next_periodic: Vec<Instant>,
+}
+
+/// Handle to a running board.
+pub struct BoardHandle {
+    pub control: mpsc::Sender<Control>,
+    pub events: mpsc::UnboundedReceiver<BoardEvent>,
+}
+
+impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
+    /// A board on `port`; returns it with its handle. `run` it in a task.
+    pub fn new(profile: Arc<Profile>, script: Script, port: P) -> (Board<P>, BoardHandle) {
+        let (control_tx, control_rx) = mpsc::channel(1024);
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let board = Board {
+            codec: FrameCodec::new(&profile.framing),
+            poll_interval: profile.link.poll_interval,
+            next_periodic: script.periodic.iter().map(|p| now + p.every).collect(),
+            script,
+            profile,
+            port,
+            buf: BytesMut::with_capacity(1024),
+            control: control_rx,
+            events: Some(events_tx),
+            polling: true,
+            seq: 0,
+            outbox: VecDeque::new(),
+            last_command: None,
+        };
+        (
+            board,
+            BoardHandle {
+                control: control_tx,
+                events: events_rx,
+            },
+        )
+    }
+
+    pub async fn run(mut self) -> std::io::Result<()> {
+        let mut next_poll = Instant::now();
+        loop {
+            while let Ok(control) = self.control.try_recv() {
+                if !self.apply(control).await? {
+                    return Ok(());
+                }
+            }
+            self.queue_periodic();
+            if !self.polling {
+                tokio::select! {
+                    control = self.control.recv() => match control {
+                        Some(control) => if !self.apply(control).await? { return Ok(()) },
+                        None => return Ok(()),
+                    },
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+                continue;
+            }
+            if let Some((name, frame)) = self.outbox.pop_front() {
+                self.send_data(name, frame).await?;
+                continue;
+            }
+            if self.profile.link.mode != LinkMode::DevicePolls {
+                self.listen(Duration::from_millis(50)).await?;
+                continue;
+            }
+            let now = Instant::now();
+            if now < next_poll {
+                tokio::select! {
+                    control = self.control.recv() => match control {
+                        Some(control) => if !self.apply(control).await? { return Ok(()) },
+                        None => return Ok(()),
+                    },
+                    _ = tokio::time::sleep_until(next_poll.into()) => {}
+                }
+                continue;
+            }
+            next_poll = now + self.poll_interval;
+            self.poll().await?;
+        }
+    }
+
+    /// Returns false on `Stop`.
+    async fn apply(&mut self, control: Control) -> std::io::Result<bool> {
+        match control {
+            Control::Send { message, values } => self.queue_message(&message, &values),
+            Control::Raw(bytes) => {
+                self.port.write_all(&bytes).await?;
+                self.port.flush().await?;
+            }
+            Control::Polling(on) => self.polling = on,
+            Control::Stop => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn emit(&self, event: BoardEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event);
+        }
+    }
+
+    fn queue_periodic(&mut self) {
+        let now = Instant::now();
+        let due: Vec<usize> = (0..self.next_periodic.len())
+            .filter(|&i| self.next_periodic[i] <= now)
+            .collect();
+        for i in due {
+            self.next_periodic[i] = now + self.script.periodic[i].every;
+            let send = self.script.periodic[i].send.clone();
+            self.queue_message(&send.send, &send.values);
+        }
+    }
+
+    fn queue_message(&mut self, name: &str, values: &Map<String, Value>) {
+        let Some(message) = self.profile.message(name) else {
+            warn!(message = name, "simulator: no such message in the profile");
+            return;
+        };
+        match message.encode(values) {
+            Ok(body) => {
+                let frame = Frame {
+                    address: None,
+                    code: message.code.clone(),
+                    payload: Bytes::from(body),
+                };
+                self.outbox.push_back((name.to_owned(), frame));
+            }
+            Err(e) => warn!(message = name, error = %e, "simulator: cannot encode"),
+        }
+    }
+
+    async fn write(&mut self, frame: &Frame) -> std::io::Result<()> {
+        let mut out = BytesMut::new();
+        self.codec.encode(frame, &mut out)?;
+        self.port.write_all(&out).await?;
+        self.port.flush().await
+    }
+
+    /// Reads until a frame arrives or `timeout` passes; the instant of the
+    /// first byte read is returned with the frame.
+    async fn read_frame(&mut self, timeout: Duration) -> std::io::Result<Option<(Frame, Instant)>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut first_byte = None;
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf)? {
+                return Ok(Some((frame, first_byte.unwrap_or_else(Instant::now))));
+            }
+            let read = tokio::time::timeout_at(deadline, self.port.read_buf(&mut self.buf)).await;
+            match read {
+                Err(_) => return Ok(None),
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) => {
+                    first_byte.get_or_insert_with(Instant::now);
+                }
+                Ok(Err(e)) => return Err(e),
+            }
+        }
+    }
+
+    async fn poll(&mut self) -> std::io::Result<()> {
+        let Some(poll) = self.profile.link.poll.clone() else {
+            return Ok(());
+        };
+        self.write(&Frame {
+            address: None,
+            code: poll,
+            payload: Bytes::new(),
+        })
+        .await?;
+        let sent = Instant::now();
+        match self.read_frame(self.profile.link.answer_within).await? {
+            None => self.emit(BoardEvent::PollUnanswered),
+            Some((frame, first)) => {
+                let command = !self.is_ack(&frame);
+                self.emit(BoardEvent::PollAnswered {
+                    latency: first.saturating_duration_since(sent),
+                    command,
+                });
+                if command {
+                    self.on_command(frame).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn is_ack(&self, frame: &Frame) -> bool {
+        self.profile.link.ack.as_ref() == Some(&frame.code)
+    }
+
+    async fn ack(&mut self) -> std::io::Result<()> {
+        if let Some(ack) = self.profile.link.ack.clone() {
+            self.write(&Frame {
+                address: None,
+                code: ack,
+                payload: Bytes::new(),
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the host to speak on its own (modes other than device_polls).
+    async fn listen(&mut self, timeout: Duration) -> std::io::Result<()> {
+        if let Some((frame, _)) = self.read_frame(timeout).await? {
+            if !self.is_ack(&frame) {
+                self.on_command(frame).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_command(&mut self, frame: Frame) -> std::io::Result<()> {
+        let has_seq = self.profile.link.sequence.is_some();
+        let (seq, body) = match (has_seq, frame.payload.first()) {
+            (true, Some(&seq)) => (Some(seq), frame.payload.slice(1..)),
+            (true, None) => {
+                self.emit(BoardEvent::Unexpected(frame));
+                return Ok(());
+            }
+            (false, _) => (None, frame.payload.clone()),
+        };
+        let key = (frame.code.clone(), frame.payload.clone());
+        let repeat = self.last_command.as_ref() == Some(&key);
+        // Two commands share a code (set_time and menu on 0x70): the first
+        // whose layout decodes wins.
+        let decoded = self
+            .profile
+            .commands()
+            .iter()
+            .filter(|c| c.code == frame.code)
+            .find_map(|c| c.decode(&body).ok().map(|args| (c.name.clone(), args)));
+        let Some((name, args)) = decoded else {
+            self.emit(BoardEvent::Unexpected(frame));
+            return Ok(());
+        };
+        self.ack().await?;
+        debug!(command = %name, ?seq, repeat, "simulator: command");
+        self.emit(BoardEvent::Command {
+            name: name.clone(),
+            args: args.clone(),
+            seq,
+            repeat,
+        });
+        if repeat {
+            return Ok(());
+        }
+        self.last_command = Some(key);
+        if let Some(rule) = &self.profile.link.poll_interval_command {
+            if rule.command == name {
+                if let Some(ms) = args.get(&rule.arg).and_then(Value::as_u64) {
+                    self.poll_interval = Duration::from_millis(ms);
+                }
+            }
+        }
+        let reactions = self.script.on_command.get(&name).cloned().unwrap_or_default();
+        for reaction in reactions {
+            let values = reaction.render(&args);
+            self.queue_message(&reaction.send, &values);
+        }
+        Ok(())
+    }
+
+    /// Sends a data frame with the next sequence number and retransmits it
+    /// (same number) until ACKed or the retries are used up.
+    async fn send_data(&mut self, name: String, frame: Frame) -> std::io::Result<()> {
+        let seq = self.profile.link.sequence.as_ref().map(|rule| {
+            self.seq = if self.seq < rule.min || self.seq >= rule.max {
+                rule.min
+            } else {
+                self.seq + 1
+            };
+            self.seq
+        });
+        let mut payload = BytesMut::with_capacity(frame.payload.len() + 1);
+        if let Some(seq) = seq {
+            payload.put_u8(seq);
+        }
+        payload.extend_from_slice(&frame.payload);
+        let frame = Frame {
+            payload: payload.freeze(),
+            ..frame
+        };
+        let wait = self.profile.link.retry_after;
+        for _attempt in 0..=self.profile.link.retries {
+            self.write(&frame).await?;
+            if self.profile.link.ack.is_none() {
+                self.emit(BoardEvent::DataAcked { message: name, seq });
+                return Ok(());
+            }
+            let deadline = Instant::now() + wait;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.read_frame(left).await? {
+                    None => break,
+                    Some((reply, _)) if self.is_ack(&reply) => {
+                        self.emit(BoardEvent::DataAcked { message: name, seq });
+                        return Ok(());
+                    }
+                    Some((other, _)) => self.emit(BoardEvent::Unexpected(other)),
+                }
+            }
+        }
+        self.emit(BoardEvent::DataAbandoned { message: name });
+        Ok(())
+    }
+}
