@@ -80,33 +80,65 @@ impl Writer {
                     let _ = req.reply.send(Ok(ids));
                 }
             }
-            Err(err) if batch.len() == 1 => {
-                for req in batch {
-                    let _ = req.reply.send(Err(err.clone()));
-                }
-            }
-            Err(err) => {
+            Err(Failure::Apply(err)) if batch.len() > 1 => {
                 // One bad request (say, an oversized item) must not fail its neighbours,
-                // so retry each on its own; the failed transaction left nothing behind.
+                // so retry each on its own; the aborted transaction left nothing behind.
                 tracing::warn!(error = %err, n = batch.len(), "group commit failed; retrying requests one by one");
                 for req in batch {
                     let res = self
                         .commit(&[&req.kind])
-                        .map(|mut r| r.pop().unwrap_or_default());
+                        .map(|mut r| r.pop().unwrap_or_default())
+                        .map_err(Failure::into_inner);
                     let _ = req.reply.send(res);
+                }
+            }
+            // A failed commit is not retried: it is not caused by one request, and after an
+            // I/O error redb cannot tell us whether the data reached the disk, so a retry
+            // could store events twice. Callers see the error and do not ACK the frame.
+            Err(err) => {
+                let err = err.into_inner();
+                for req in batch {
+                    let _ = req.reply.send(Err(err.clone()));
                 }
             }
         }
     }
 
-    fn commit(&self, kinds: &[&Kind]) -> Result<Vec<Vec<u64>>, StoreError> {
-        let mut txn = self.db.begin_write().at(&self.path)?;
-        txn.set_durability(Durability::Immediate).at(&self.path)?;
-        // On error the transaction is dropped, which aborts it: nothing of the batch lands.
-        let results = apply(&txn, &self.path, &self.opts, kinds)?;
-        txn.commit().at(&self.path)?;
+    fn commit(&self, kinds: &[&Kind]) -> Result<Vec<Vec<u64>>, Failure> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .at(&self.path)
+            .map_err(Failure::Commit)?;
+        txn.set_durability(Durability::Immediate)
+            .at(&self.path)
+            .map_err(Failure::Commit)?;
+        let results = match apply(&txn, &self.path, &self.opts, kinds) {
+            Ok(results) => results,
+            Err(err) => {
+                // Nothing of the batch lands; an abort error changes nothing for the caller.
+                let _ = txn.abort();
+                return Err(Failure::Apply(err));
+            }
+        };
+        txn.commit().at(&self.path).map_err(Failure::Commit)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(results)
+    }
+}
+
+/// Whether a batch failed while applying its ops (attributable to a request, so
+/// worth retrying the others alone) or while beginning/committing (not).
+enum Failure {
+    Apply(StoreError),
+    Commit(StoreError),
+}
+
+impl Failure {
+    fn into_inner(self) -> StoreError {
+        match self {
+            Failure::Apply(e) | Failure::Commit(e) => e,
+        }
     }
 }
 
