@@ -79,7 +79,10 @@ impl Gateway {
             SessionSpec {
                 name: config.gateway.id.clone(),
                 client_id: config.gateway.id.clone(),
-                status_topic: TopicsConfig::render(&config.topics.gateway_status, &vars(&config, "")),
+                status_topic: TopicsConfig::render(
+                    &config.topics.gateway_status,
+                    &vars(&config, ""),
+                ),
                 subscribe: None,
             },
             store.clone(),
@@ -102,7 +105,10 @@ impl Gateway {
                 SessionSpec {
                     name: device.id.clone(),
                     client_id,
-                    status_topic: TopicsConfig::render(&config.topics.status, &vars(&config, machine)),
+                    status_topic: TopicsConfig::render(
+                        &config.topics.status,
+                        &vars(&config, machine),
+                    ),
                     subscribe: Some(config.topics.command_filter(
                         &config.mqtt.topic_prefix,
                         machine,
@@ -164,11 +170,17 @@ impl Gateway {
             task.abort();
         }
         let devices = futures::future::join_all(self.devices);
-        if tokio::time::timeout(Duration::from_secs(5), devices).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), devices)
+            .await
+            .is_err()
+        {
             warn!("device tasks did not finish within 5 s");
         }
         let all = futures::future::join_all(self.sessions);
-        if tokio::time::timeout(Duration::from_secs(8), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(8), all)
+            .await
+            .is_err()
+        {
             warn!("MQTT sessions did not finish within 8 s; exiting anyway");
         }
     }

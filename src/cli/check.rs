@@ -26,7 +26,11 @@ pub fn check(path: &Path) -> i32 {
                 "{}: valid ({} device(s); profiles: {})",
                 path.display(),
                 config.devices.len(),
-                names.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                names
+                    .iter()
+                    .map(|n| n.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
             0
         }

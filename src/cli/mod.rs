@@ -17,7 +17,11 @@ pub const EXIT_CONFIG: i32 = 2;
 pub const EXIT_FATAL: i32 = 1;
 
 #[derive(Parser, Debug)]
-#[command(name = "vendgate", version, about = "Serial-to-MQTT gateway for vending machines")]
+#[command(
+    name = "vendgate",
+    version,
+    about = "Serial-to-MQTT gateway for vending machines"
+)]
 pub struct Cli {
     /// Log format on stderr; the level comes from RUST_LOG (default: info).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
@@ -76,7 +80,10 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("vendgate: cannot start the async runtime: {e}");

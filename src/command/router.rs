@@ -105,11 +105,20 @@ impl Router {
             return Verdict::Ignore;
         };
         let reject = |id: Option<&str>, error: String| {
-            Verdict::Reply(command.clone(), CommandResult::error(id, Status::Rejected, error))
+            Verdict::Reply(
+                command.clone(),
+                CommandResult::error(id, Status::Rejected, error),
+            )
         };
         let limit = config.commands.max_payload;
         if publish.payload.len() > limit {
-            return reject(None, format!("the payload is {} bytes; commands are limited to {limit} bytes", publish.payload.len()));
+            return reject(
+                None,
+                format!(
+                    "the payload is {} bytes; commands are limited to {limit} bytes",
+                    publish.payload.len()
+                ),
+            );
         }
         let object = match serde_json::from_slice::<Value>(&publish.payload) {
             Ok(Value::Object(object)) => object,
@@ -123,7 +132,11 @@ impl Router {
             None => return reject(None, "id: missing; every command needs a unique id".into()),
         };
         if publish.retain {
-            return reject(Some(&id), "retained commands are not executed; publish commands without the retain flag".into());
+            return reject(
+                Some(&id),
+                "retained commands are not executed; publish commands without the retain flag"
+                    .into(),
+            );
         }
         if let Some(duplicate) = self.duplicate(&id, in_batch) {
             return Verdict::Reply(command, duplicate);
@@ -132,16 +145,36 @@ impl Router {
             None => None,
             Some(Value::String(text)) => match chrono::DateTime::parse_from_rfc3339(text) {
                 Ok(at) => Some(at.with_timezone(&chrono::Utc)),
-                Err(e) => return reject(Some(&id), format!("expires_at: not an RFC 3339 time: {e}")),
+                Err(e) => {
+                    return reject(Some(&id), format!("expires_at: not an RFC 3339 time: {e}"))
+                }
             },
             Some(_) => return reject(Some(&id), "expires_at: must be an RFC 3339 string".into()),
         };
         if expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
-            return Verdict::Reply(command, CommandResult::error(Some(&id), Status::Expired, "expires_at has passed; the command was not executed"));
+            return Verdict::Reply(
+                command,
+                CommandResult::error(
+                    Some(&id),
+                    Status::Expired,
+                    "expires_at has passed; the command was not executed",
+                ),
+            );
         }
         let Some(def) = self.profile.command(&command) else {
-            let known: Vec<&str> = self.profile.commands().iter().map(|c| c.name.as_str()).collect();
-            return reject(Some(&id), format!("unknown command `{command}`; this machine accepts: {}", known.join(", ")));
+            let known: Vec<&str> = self
+                .profile
+                .commands()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect();
+            return reject(
+                Some(&id),
+                format!(
+                    "unknown command `{command}`; this machine accepts: {}",
+                    known.join(", ")
+                ),
+            );
         };
         let body = match def.encode(&object) {
             Ok(body) => body,
@@ -168,9 +201,14 @@ impl Router {
     /// `duplicate` with the original's published result, or without it
     /// while the original is still in progress.
     fn duplicate(&self, id: &str, in_batch: &HashSet<String>) -> Option<CommandResult> {
-        const IN_PROGRESS: &str = "a command with this id is still in progress; nothing was sent again";
+        const IN_PROGRESS: &str =
+            "a command with this id is still in progress; nothing was sent again";
         if in_batch.contains(id) {
-            return Some(CommandResult::error(Some(id), Status::Duplicate, IN_PROGRESS));
+            return Some(CommandResult::error(
+                Some(id),
+                Status::Duplicate,
+                IN_PROGRESS,
+            ));
         }
         let record = match self.store.command(&self.machine, id) {
             Ok(record) => record?,

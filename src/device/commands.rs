@@ -160,7 +160,9 @@ impl Device {
                 cmd,
                 phase: Phase::Written | Phase::Awaiting { .. },
                 ..
-            }) => matches!(&cmd.def.completion, Completion::Answer { message, .. } if *message == decoded.name),
+            }) => {
+                matches!(&cmd.def.completion, Completion::Answer { message, .. } if *message == decoded.name)
+            }
             _ => false,
         };
         if !waits {
@@ -173,8 +175,14 @@ impl Device {
         if self.link.busy() {
             self.link.release();
         }
-        let result = CommandResult::new(Some(&done.cmd.id), Status::Ok).with_response(decoded.fields.clone());
-        self.result_ops(&done.cmd.id, &done.cmd.def.name, done.cmd.accepted_ms, &result)
+        let result = CommandResult::new(Some(&done.cmd.id), Status::Ok)
+            .with_response(decoded.fields.clone());
+        self.result_ops(
+            &done.cmd.id,
+            &done.cmd.def.name,
+            done.cmd.accepted_ms,
+            &result,
+        )
     }
 
     pub(super) fn collect_gave_up(&mut self) {
@@ -288,7 +296,8 @@ impl Device {
     }
 }
 
-const EXPIRED: &str = "the command's expires_at passed before it could be sent to the machine; it was not executed";
+const EXPIRED: &str =
+    "the command's expires_at passed before it could be sent to the machine; it was not executed";
 
 fn expired(cmd: &QueuedCommand) -> bool {
     cmd.expires_at.is_some_and(|at| at <= chrono::Utc::now())

@@ -22,7 +22,11 @@ pub enum PortError {
 /// The open is not exclusive: on Linux TIOCEXCL does not stop root anyway,
 /// and pseudo-terminal peers in tests need to share the device. The store's
 /// lock already keeps two gateways off the same state directory.
-pub fn open_port(path: &Path, baud: u32, serial: &SerialDefaults) -> Result<SerialStream, PortError> {
+pub fn open_port(
+    path: &Path,
+    baud: u32,
+    serial: &SerialDefaults,
+) -> Result<SerialStream, PortError> {
     let setting = |what: String| PortError::Setting {
         path: path.to_owned(),
         what,

@@ -39,7 +39,8 @@ pub(super) enum Purpose {
     Done,
 }
 
-type WriteFuture = Pin<Box<dyn Future<Output = (Vec<Purpose>, Result<Vec<u64>, StoreError>)> + Send>>;
+type WriteFuture =
+    Pin<Box<dyn Future<Output = (Vec<Purpose>, Result<Vec<u64>, StoreError>)> + Send>>;
 
 pub(super) struct Device {
     pub ctx: DeviceContext,
@@ -85,7 +86,11 @@ pub async fn run(ctx: DeviceContext, shutdown: CancellationToken) {
     loop {
         let opened = match &device.ctx.device.port {
             Some(path) => {
-                let baud = device.ctx.device.baud.unwrap_or(device.ctx.profile.serial.baud);
+                let baud = device
+                    .ctx
+                    .device
+                    .baud
+                    .unwrap_or(device.ctx.profile.serial.baud);
                 open_port(path, baud, &device.ctx.profile.serial).map_err(|e| e.to_string())
             }
             None => Err("USB matching is not supported by this build; use port:".to_owned()),
@@ -208,7 +213,11 @@ impl Device {
         }
     }
 
-    async fn on_bytes(&mut self, buf: &mut BytesMut, port: &mut SerialStream) -> std::io::Result<()> {
+    async fn on_bytes(
+        &mut self,
+        buf: &mut BytesMut,
+        port: &mut SerialStream,
+    ) -> std::io::Result<()> {
         while let Some(frame) = self.codec.decode(buf)? {
             self.on_frame(frame, port).await?;
         }
@@ -240,7 +249,9 @@ impl Device {
                 self.last_rx = None;
                 self.on_acked(token);
             }
-            Received::Acked(None) => debug!(machine = %self.machine, "ACK with nothing outstanding"),
+            Received::Acked(None) => {
+                debug!(machine = %self.machine, "ACK with nothing outstanding")
+            }
             Received::Data { code, seq, body } => {
                 self.last_rx = Some((code.clone(), seq));
                 self.on_data(code, seq, &body, port).await?;
@@ -251,7 +262,9 @@ impl Device {
                     self.write_frame(&ack, port).await?;
                 }
             }
-            Received::Invalid(why) => warn!(machine = %self.machine, code = ?code, why, "frame ignored"),
+            Received::Invalid(why) => {
+                warn!(machine = %self.machine, code = ?code, why, "frame ignored")
+            }
         }
         Ok(())
     }
@@ -283,7 +296,8 @@ impl Device {
             MessageKind::Event | MessageKind::Response => {
                 let seq_no = self.next_seq;
                 self.next_seq += 1;
-                let item = messages::out_item(&self.ctx.config, &self.machine, &decoded, Some(seq_no));
+                let item =
+                    messages::out_item(&self.ctx.config, &self.machine, &decoded, Some(seq_no));
                 ops.push(Op::Append {
                     session: self.machine.clone(),
                     item,
@@ -311,7 +325,11 @@ impl Device {
     }
 
     /// Like `state_op`, with the gateway's sequence number about to be used.
-    pub(super) fn state_op_with(&self, last_device: Option<(String, Option<u8>)>, host_seq: u8) -> Op {
+    pub(super) fn state_op_with(
+        &self,
+        last_device: Option<(String, Option<u8>)>,
+        host_seq: u8,
+    ) -> Op {
         let last_device_frame = match last_device {
             Some((key, Some(seq))) => Some((key, seq)),
             _ => self
@@ -392,7 +410,11 @@ impl Device {
     }
 
     /// A commit that completed while the port is closed.
-    fn after_commit_offline(&mut self, purposes: Vec<Purpose>, result: Result<Vec<u64>, StoreError>) {
+    fn after_commit_offline(
+        &mut self,
+        purposes: Vec<Purpose>,
+        result: Result<Vec<u64>, StoreError>,
+    ) {
         self.writing = None;
         let ok = result.is_ok();
         if ok {
@@ -420,10 +442,18 @@ impl Device {
         }
     }
 
-    async fn write_answer(&mut self, answer: PollAnswer, port: &mut SerialStream) -> std::io::Result<()> {
+    async fn write_answer(
+        &mut self,
+        answer: PollAnswer,
+        port: &mut SerialStream,
+    ) -> std::io::Result<()> {
         match answer {
             PollAnswer::Ack(frame) => self.write_frame(&frame, port).await,
-            PollAnswer::Command { token, frame, attempt } => {
+            PollAnswer::Command {
+                token,
+                frame,
+                attempt,
+            } => {
                 if attempt > 1 {
                     debug!(machine = %self.machine, attempt, "retransmitting command");
                 }
@@ -456,7 +486,11 @@ impl Device {
         Ok(())
     }
 
-    pub(super) async fn write_frame(&mut self, frame: &Frame, port: &mut SerialStream) -> std::io::Result<()> {
+    pub(super) async fn write_frame(
+        &mut self,
+        frame: &Frame,
+        port: &mut SerialStream,
+    ) -> std::io::Result<()> {
         self.out.clear();
         self.codec.encode(frame, &mut self.out)?;
         port.write_all(&self.out).await?;
@@ -513,7 +547,9 @@ impl Device {
     }
 }
 
-async fn poll_write(writing: &mut Option<WriteFuture>) -> (Vec<Purpose>, Result<Vec<u64>, StoreError>) {
+async fn poll_write(
+    writing: &mut Option<WriteFuture>,
+) -> (Vec<Purpose>, Result<Vec<u64>, StoreError>) {
     match writing {
         Some(future) => future.await,
         None => std::future::pending().await,

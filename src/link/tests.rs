@@ -57,7 +57,11 @@ fn staged_command_goes_out_on_poll_and_ack_completes_it() {
     l.receive(frame(POLL, &[]), now);
     assert_eq!(
         l.answer_poll(),
-        Some(PollAnswer::Command { token: 7, frame: frame(0x03, &[1, 0, 11]), attempt: 1 })
+        Some(PollAnswer::Command {
+            token: 7,
+            frame: frame(0x03, &[1, 0, 11]),
+            attempt: 1
+        })
     );
     let (r, _) = l.receive(frame(ACK, &[]), now);
     assert_eq!(r, Received::Acked(Some(7)));
@@ -71,7 +75,11 @@ fn unacked_command_is_retransmitted_five_times_with_the_same_packno_then_abandon
     l.stage(1, FrameCode::Num(0x03), &[0, 11]);
     for attempt in 1..=6 {
         match l.answer_poll() {
-            Some(PollAnswer::Command { frame: f, attempt: a, .. }) => {
+            Some(PollAnswer::Command {
+                frame: f,
+                attempt: a,
+                ..
+            }) => {
                 assert_eq!(a, attempt);
                 assert_eq!(f.payload[0], 1, "retransmission keeps PackNO");
             }
@@ -98,19 +106,26 @@ fn retransmitted_data_frame_is_acked_but_not_delivered_twice() {
     let now = Instant::now();
     let money = frame(0x21, &[7, 2, 0, 0, 0, 100]);
     let (r, _) = l.receive(money.clone(), now);
-    let Received::Data { code, seq, body } = r else { panic!("{r:?}") };
+    let Received::Data { code, seq, body } = r else {
+        panic!("{r:?}")
+    };
     assert_eq!(seq, Some(7));
     assert_eq!(&body[..], &[2, 0, 0, 0, 100]);
     assert_eq!(l.accept(code, seq), Some(frame(ACK, &[])));
     assert_eq!(l.receive(money, now).0, Received::Retransmission);
     // Same PackNO but another CMD is new data.
-    assert!(matches!(l.receive(frame(0x23, &[7, 0, 0, 0, 5]), now).0, Received::Data { .. }));
+    assert!(matches!(
+        l.receive(frame(0x23, &[7, 0, 0, 0, 5]), now).0,
+        Received::Data { .. }
+    ));
 }
 
 #[test]
 fn dedupe_state_survives_restart() {
     let mut l = Link::new(rules(), 0, Some((FrameCode::Num(0x21), 7)), None);
-    let r = l.receive(frame(0x21, &[7, 2, 0, 0, 0, 100]), Instant::now()).0;
+    let r = l
+        .receive(frame(0x21, &[7, 2, 0, 0, 0, 100]), Instant::now())
+        .0;
     assert_eq!(r, Received::Retransmission);
 }
 
@@ -121,7 +136,10 @@ fn data_frame_not_accepted_is_delivered_again() {
     let mut l = link();
     let now = Instant::now();
     let money = frame(0x21, &[7, 2, 0, 0, 0, 100]);
-    assert!(matches!(l.receive(money.clone(), now).0, Received::Data { .. }));
+    assert!(matches!(
+        l.receive(money.clone(), now).0,
+        Received::Data { .. }
+    ));
     assert!(matches!(l.receive(money, now).0, Received::Data { .. }));
 }
 
@@ -149,7 +167,10 @@ fn down_time_follows_poll_interval_and_override() {
 #[test]
 fn data_frame_without_packno_is_invalid() {
     let mut l = link();
-    assert!(matches!(l.receive(frame(0x17, &[]), Instant::now()).0, Received::Invalid(_)));
+    assert!(matches!(
+        l.receive(frame(0x17, &[]), Instant::now()).0,
+        Received::Invalid(_)
+    ));
 }
 
 #[test]
@@ -157,7 +178,10 @@ fn stray_ack_is_reported_without_token() {
     let mut l = link();
     l.stage(3, FrameCode::Num(0x03), &[]);
     // Not yet written: an ACK cannot refer to it.
-    assert_eq!(l.receive(frame(ACK, &[]), Instant::now()).0, Received::Acked(None));
+    assert_eq!(
+        l.receive(frame(ACK, &[]), Instant::now()).0,
+        Received::Acked(None)
+    );
     assert!(l.busy());
     assert_eq!(l.unstage(), Some(3));
 }

@@ -92,7 +92,9 @@ pub(super) async fn run(
 fn describe(error: &ConnectionError) -> String {
     match error {
         ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection ({code:?}); check the credentials and client id")
+            format!(
+                "the broker refused the connection ({code:?}); check the credentials and client id"
+            )
         }
         ConnectionError::Io(e) => format!("network error: {e}"),
         other => other.to_string(),

@@ -24,7 +24,10 @@ use crate::profile::{LinkMode, Profile};
 #[derive(Debug)]
 pub enum Control {
     /// Send a message of the profile with these values.
-    Send { message: String, values: Map<String, Value> },
+    Send {
+        message: String,
+        values: Map<String, Value>,
+    },
     /// Write raw bytes now (line noise, corrupted frames).
     Raw(Vec<u8>),
     /// Stop or resume polling (a board that hangs).
@@ -38,7 +41,12 @@ pub enum Control {
 pub enum BoardEvent {
     /// A command frame arrived and was ACKed. `repeat` is a retransmission
     /// (same code and sequence number as the previous one).
-    Command { name: String, args: Map<String, Value>, seq: Option<u8>, repeat: bool },
+    Command {
+        name: String,
+        args: Map<String, Value>,
+        seq: Option<u8>,
+        repeat: bool,
+    },
     /// The answer to a POLL started this long after the POLL was written.
     PollAnswered { latency: Duration, command: bool },
     /// No answer to a POLL within `answer_within`.
@@ -320,7 +328,12 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
                 }
             }
         }
-        let reactions = self.script.on_command.get(&name).cloned().unwrap_or_default();
+        let reactions = self
+            .script
+            .on_command
+            .get(&name)
+            .cloned()
+            .unwrap_or_default();
         for reaction in reactions {
             let values = reaction.render(&args);
             self.queue_message(&reaction.send, &values);

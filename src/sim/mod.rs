@@ -7,12 +7,16 @@ mod board;
 mod script;
 
 pub use board::{Board, BoardEvent, BoardHandle, Control};
-pub use script::{Periodic, Script, Send};
+pub use script::{Periodic, Script, ScriptError, Send};
 
 /// A pseudo-terminal pair: the device side's end, and the path the gateway
 /// opens. The second end is kept open so the first does not see a hang-up
 /// before the gateway opens the path.
-pub fn pty_pair() -> std::io::Result<(tokio_serial::SerialStream, tokio_serial::SerialStream, String)> {
+pub fn pty_pair() -> std::io::Result<(
+    tokio_serial::SerialStream,
+    tokio_serial::SerialStream,
+    String,
+)> {
     use tokio_serial::SerialPort;
     let (master, slave) = tokio_serial::SerialStream::pair().map_err(std::io::Error::other)?;
     let path = slave

@@ -93,3 +93,31 @@ mod tests {
         assert_eq!(values["status"], "success");
     }
 }
+
+/// Why a profile's `simulator:` section cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: simulator section: {message}")]
+pub struct ScriptError {
+    pub path: String,
+    pub message: String,
+}
+
+impl Script {
+    /// Reads the `simulator:` section of a profile file; a profile without
+    /// one simulates the link alone.
+    pub fn from_profile_file(path: &std::path::Path) -> Result<Script, ScriptError> {
+        let error = |message: String| ScriptError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(&text).map_err(|e| error(e.to_string()))?;
+        match value.get("simulator") {
+            None => Ok(Script::default()),
+            Some(section) => {
+                serde_yaml::from_value(section.clone()).map_err(|e| error(e.to_string()))
+            }
+        }
+    }
+}

@@ -1,25 +1,376 @@
-//! PLACEHOLDER (replaced by the wt-store merge).
-use serde::{Deserialize, Serialize};
-use std::path::Path;
+//! Durable state in one redb database: the outbox, per-machine sequence numbers and
+//! link counters, command ids and outcomes. See docs/ARCHITECTURE.md.
+//!
+//! Writes go through one writer thread with group commit ([`writer`]); reads open
+//! their own redb read transaction and never wait for the writer.
+
+mod backend;
+mod error;
+mod tables;
+#[cfg(test)]
+mod tests;
+mod writer;
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::Duration;
-#[derive(Debug, thiserror::Error)] #[error("store error")] pub struct StoreError;
-#[derive(Clone)] pub struct Store;
-#[derive(Clone, Debug)] pub struct StoreOptions { pub id_window: usize, pub id_ttl: Duration }
-impl Default for StoreOptions { fn default() -> Self { StoreOptions { id_window: 10_000, id_ttl: Duration::from_secs(7 * 86400) } } }
-#[derive(Clone, Debug, Default)] pub struct StoreStats;
-impl Store {
-    pub fn open(_d: &Path, _o: StoreOptions) -> Result<Store, StoreError> { todo!() }
-    pub async fn write(&self, _ops: Vec<Op>) -> Result<Vec<u64>, StoreError> { todo!() }
-    pub fn machine_state(&self, _m: &str) -> Result<MachineState, StoreError> { todo!() }
-    pub fn outbox(&self, _s: &str, _a: Option<u64>, _l: usize) -> Result<Vec<(u64, OutItem)>, StoreError> { todo!() }
-    pub fn outbox_len(&self, _s: &str) -> Result<u64, StoreError> { todo!() }
-    pub async fn ack(&self, _s: &str, _ids: Vec<u64>) -> Result<(), StoreError> { todo!() }
-    pub fn command(&self, _m: &str, _id: &str) -> Result<Option<CommandRecord>, StoreError> { todo!() }
-    pub fn open_commands(&self, _m: &str) -> Result<Vec<CommandRecord>, StoreError> { todo!() }
-    pub fn stats(&self) -> StoreStats { StoreStats }
+
+use redb::backends::FileBackend;
+use redb::{Database, ReadableDatabase};
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+
+use error::At;
+pub use error::StoreError;
+use tables::*;
+use writer::{Kind, Request, Writer};
+
+/// File name of the database inside the state directory.
+pub const DB_FILE: &str = "vendgate.redb";
+
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Done command records kept per machine for duplicate detection.
+    pub id_window: usize,
+    /// Done command records older than this (by `at_ms`) are dropped.
+    pub id_ttl: Duration,
 }
-#[derive(Clone, Debug)] pub enum Op { Append { session: String, item: OutItem }, SetMachine { machine: String, state: MachineState }, PutCommand { machine: String, record: CommandRecord } }
-#[derive(Clone, Debug, Serialize, Deserialize)] pub struct OutItem { pub topic: String, pub payload: Vec<u8>, pub qos: u8, pub retain: bool }
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)] pub struct MachineState { pub next_seq: u64, pub host_seq: u8, pub last_device_frame: Option<(String, u8)> }
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)] pub struct CommandRecord { pub id: String, pub command: String, pub phase: CommandPhase, pub at_ms: i64 }
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)] pub enum CommandPhase { Queued, Written, Done { result: String } }
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            id_window: 10_000,
+            id_ttl: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Append {
+        session: String,
+        item: OutItem,
+    },
+    SetMachine {
+        machine: String,
+        state: MachineState,
+    },
+    PutCommand {
+        machine: String,
+        record: CommandRecord,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutItem {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MachineState {
+    /// Next event seq to assign. `0` (the Default, i.e. a machine never seen) means
+    /// "nothing assigned yet" and is read as 1: use [`MachineState::take_seq`].
+    pub next_seq: u64,
+    /// The gateway's link sequence number last used.
+    pub host_seq: u8,
+    /// (frame code key, device sequence) of the last accepted device frame.
+    pub last_device_frame: Option<(String, u8)>,
+}
+
+impl MachineState {
+    /// Returns the seq for the next event (starting at 1) and advances `next_seq`.
+    /// The caller must persist the state in the same `write` as the event, so a seq
+    /// is never reused after a restart.
+    pub fn take_seq(&mut self) -> u64 {
+        let seq = self.next_seq.max(1);
+        self.next_seq = seq + 1;
+        seq
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRecord {
+    pub id: String,
+    pub command: String,
+    pub phase: CommandPhase,
+    /// Unix ms when accepted; orders `open_commands` and drives the id TTL.
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandPhase {
+    Queued,
+    Written,
+    /// `result`: the published result JSON, repeated verbatim for duplicates.
+    Done {
+        result: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Bytes this process wrote to the database file (pages and headers, counted at
+    /// the storage backend, so this is exact rather than an estimate).
+    pub bytes_written: u64,
+    /// Durable transactions committed by this process.
+    pub commits: u64,
+    /// fsyncs (`sync_data`) issued by this process.
+    pub syncs: u64,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    db: Arc<Database>,
+    path: PathBuf,
+    /// `None` only while dropping.
+    tx: Option<mpsc::Sender<Request>>,
+    thread: Option<JoinHandle<()>>,
+    written: Arc<AtomicU64>,
+    syncs: Arc<AtomicU64>,
+    commits: Arc<AtomicU64>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Close the channel and wait for the writer, so the file lock is released when
+        // the last Store goes away and a reopen in the same process succeeds. This may
+        // wait for one in-flight commit (an fsync), which is what the caller's data needs.
+        self.tx.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `dir/vendgate.redb` and starts the writer thread.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
+        let path = dir.join(DB_FILE);
+        let io_err = |source| StoreError::Io {
+            path: path.clone(),
+            source: Arc::new(source),
+        };
+        std::fs::create_dir_all(dir).map_err(io_err)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err)?;
+        let written = Arc::new(AtomicU64::new(0));
+        let syncs = Arc::new(AtomicU64::new(0));
+        let commits = Arc::new(AtomicU64::new(0));
+        let backend = backend::CountingBackend::new(
+            FileBackend::new(file).at(&path)?,
+            written.clone(),
+            syncs.clone(),
+        );
+        let db = Arc::new(Database::builder().create_with_backend(backend).at(&path)?);
+        create_tables(&db, &path)?;
+
+        let (tx, rx) = mpsc::channel();
+        let w = Writer {
+            db: db.clone(),
+            path: path.clone(),
+            opts,
+            commits: commits.clone(),
+        };
+        let thread = std::thread::Builder::new()
+            .name("vendgate-store".into())
+            .spawn(move || w.run(rx))
+            .map_err(io_err)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                path,
+                tx: Some(tx),
+                thread: Some(thread),
+                written,
+                syncs,
+                commits,
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Applies all ops in ONE durable transaction (fsync before returning) and returns
+    /// the ids given to the Append ops, in order. Requests waiting together share one
+    /// commit. The writer is a thread, so awaiting this never blocks the runtime.
+    pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<u64>, StoreError> {
+        self.request(Kind::Write(ops)).await
+    }
+
+    /// Removes acknowledged outbox items; unknown ids are ignored. Group-committed.
+    pub async fn ack(&self, session: &str, ids: Vec<u64>) -> Result<(), StoreError> {
+        self.request(Kind::Ack {
+            session: session.to_string(),
+            ids,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn request(&self, kind: Kind) -> Result<Vec<u64>, StoreError> {
+        let gone = || StoreError::WriterGone {
+            path: self.inner.path.clone(),
+        };
+        let (reply, rx) = oneshot::channel();
+        let tx = self.inner.tx.as_ref().ok_or_else(gone)?;
+        tx.send(Request { kind, reply }).map_err(|_| gone())?;
+        // A dropped reply sender means the writer died mid-batch; that batch's
+        // transaction never committed.
+        rx.await.map_err(|_| gone())?
+    }
+
+    pub fn machine_state(&self, machine: &str) -> Result<MachineState, StoreError> {
+        let path = &self.inner.path;
+        let txn = self.inner.db.begin_read().at(path)?;
+        let table = txn.open_table(MACHINES).at(path)?;
+        match table.get(machine).at(path)? {
+            Some(g) => decode_json(path, "machines", format_args!("{machine:?}"), g.value()),
+            None => Ok(MachineState::default()),
+        }
+    }
+
+    /// Outbox items of one session with id > `after` (or all), ascending, at most `limit`.
+    pub fn outbox(
+        &self,
+        session: &str,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, OutItem)>, StoreError> {
+        let path = &self.inner.path;
+        let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else {
+            return Ok(Vec::new());
+        };
+        let txn = self.inner.db.begin_read().at(path)?;
+        let table = txn.open_table(OUTBOX).at(path)?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((session, from)..=(session, u64::MAX))
+            .at(path)?
+            .take(limit)
+        {
+            let (k, v) = entry.at(path)?;
+            let id = k.value().1;
+            let item = decode_out(v.value()).map_err(|d| corrupt_out(path, session, id, d))?;
+            out.push((id, item));
+        }
+        Ok(out)
+    }
+
+    pub fn outbox_len(&self, session: &str) -> Result<u64, StoreError> {
+        let path = &self.inner.path;
+        let txn = self.inner.db.begin_read().at(path)?;
+        let table = txn.open_table(OUTBOX_LEN).at(path)?;
+        Ok(table.get(session).at(path)?.map(|g| g.value()).unwrap_or(0))
+    }
+
+    pub fn command(&self, machine: &str, id: &str) -> Result<Option<CommandRecord>, StoreError> {
+        let path = &self.inner.path;
+        let txn = self.inner.db.begin_read().at(path)?;
+        let table = txn.open_table(COMMANDS).at(path)?;
+        let guard = table.get((machine, id)).at(path)?;
+        guard
+            .map(|g| {
+                decode_json(
+                    path,
+                    "commands",
+                    format_args!("({machine:?}, {id:?})"),
+                    g.value(),
+                )
+            })
+            .transpose()
+    }
+
+    /// Commands of a machine still Queued or Written, oldest first (by `at_ms`, then id).
+    pub fn open_commands(&self, machine: &str) -> Result<Vec<CommandRecord>, StoreError> {
+        let path = &self.inner.path;
+        let txn = self.inner.db.begin_read().at(path)?;
+        let index = txn.open_table(OPEN_BY_AGE).at(path)?;
+        let records = txn.open_table(COMMANDS).at(path)?;
+        let mut out = Vec::new();
+        for entry in index.range((machine, i64::MIN, "")..).at(path)? {
+            let (k, _) = entry.at(path)?;
+            let (m, _, id) = k.value();
+            if m != machine {
+                break;
+            }
+            let key = format_args!("({machine:?}, {id:?})").to_string();
+            let Some(g) = records.get((machine, id)).at(path)? else {
+                return Err(StoreError::Corrupt {
+                    path: path.clone(),
+                    table: "commands_open_by_age",
+                    key,
+                    detail: "index entry without a command record".into(),
+                });
+            };
+            out.push(decode_json(path, "commands", key, g.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            bytes_written: self.inner.written.load(Ordering::Relaxed),
+            commits: self.inner.commits.load(Ordering::Relaxed),
+            syncs: self.inner.syncs.load(Ordering::Relaxed),
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn kill_writer(&self) -> Result<Vec<u64>, StoreError> {
+        self.request(Kind::Panic).await
+    }
+
+    /// Holds the writer until the returned sender is dropped or fires.
+    #[cfg(test)]
+    pub(crate) fn hold_writer(&self) -> std::sync::mpsc::Sender<()> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let store = self.clone();
+        tokio::spawn(async move { store.request(Kind::Hold(rx)).await });
+        tx
+    }
+
+    #[cfg(test)]
+    pub(crate) fn db(&self) -> &Database {
+        &self.inner.db
+    }
+}
+
+/// Read transactions fail on tables that were never created, so create them all up front.
+fn create_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
+    let txn = db.begin_write().at(path)?;
+    txn.open_table(META).at(path)?;
+    txn.open_table(OUTBOX).at(path)?;
+    txn.open_table(OUTBOX_LEN).at(path)?;
+    txn.open_table(MACHINES).at(path)?;
+    txn.open_table(COMMANDS).at(path)?;
+    txn.open_table(OPEN_BY_AGE).at(path)?;
+    txn.open_table(DONE_BY_AGE).at(path)?;
+    txn.open_table(DONE_COUNT).at(path)?;
+    txn.commit().at(path)?;
+    Ok(())
+}

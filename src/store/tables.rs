@@ -1,0 +1,111 @@
+//! Table layout and value encodings. Keys are redb tuples so that everything of one
+//! session or machine is one contiguous range.
+
+use std::path::Path;
+
+use redb::TableDefinition;
+use serde::de::DeserializeOwned;
+
+use super::{OutItem, StoreError};
+
+/// `"next_outbox_id"` -> the next outbox id to hand out. Kept separately from the
+/// outbox itself so that ids are never reused, even once every item was acked.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(crate) const NEXT_OUTBOX_ID: &str = "next_outbox_id";
+
+/// (session, id) -> encoded [`OutItem`].
+pub(crate) const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// session -> number of items in OUTBOX, so `outbox_len` needs no scan.
+pub(crate) const OUTBOX_LEN: TableDefinition<&str, u64> = TableDefinition::new("outbox_len");
+
+/// machine -> JSON [`super::MachineState`].
+pub(crate) const MACHINES: TableDefinition<&str, &[u8]> = TableDefinition::new("machines");
+
+/// (machine, command id) -> JSON [`super::CommandRecord`].
+pub(crate) const COMMANDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("commands");
+/// (machine, at_ms, id) of Queued/Written commands, so `open_commands` is oldest-first
+/// without decoding the whole id window.
+pub(crate) const OPEN_BY_AGE: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("commands_open_by_age");
+/// (machine, at_ms, id) of Done commands: pruning takes from the front of this range.
+pub(crate) const DONE_BY_AGE: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("commands_done_by_age");
+/// machine -> number of Done commands, so the count limit needs no scan.
+pub(crate) const DONE_COUNT: TableDefinition<&str, u64> =
+    TableDefinition::new("commands_done_count");
+
+/// Version byte of the outbox encoding, so the layout can change without
+/// misreading old files.
+const OUT_V1: u8 = 1;
+
+/// Compact binary form of an [`OutItem`]: version, qos, retain, topic length
+/// (u16 LE; MQTT caps topics at 65535 bytes), topic, payload. The outbox is written
+/// once per event, so this is the figure that matters for bytes-per-event.
+pub(crate) fn encode_out(item: &OutItem) -> Result<Vec<u8>, String> {
+    let topic = item.topic.as_bytes();
+    let len = u16::try_from(topic.len())
+        .map_err(|_| format!("topic of {} bytes exceeds MQTT's 65535", topic.len()))?;
+    let mut out = Vec::with_capacity(5 + topic.len() + item.payload.len());
+    out.push(OUT_V1);
+    out.push(item.qos);
+    out.push(u8::from(item.retain));
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(topic);
+    out.extend_from_slice(&item.payload);
+    Ok(out)
+}
+
+pub(crate) fn decode_out(bytes: &[u8]) -> Result<OutItem, String> {
+    let [ver, qos, retain, l0, l1, rest @ ..] = bytes else {
+        return Err(format!(
+            "{} bytes is shorter than the 5-byte header",
+            bytes.len()
+        ));
+    };
+    if *ver != OUT_V1 {
+        return Err(format!("unknown encoding version {ver}"));
+    }
+    if *qos > 2 || *retain > 1 {
+        return Err(format!("invalid qos {qos} or retain {retain}"));
+    }
+    let len = usize::from(u16::from_le_bytes([*l0, *l1]));
+    if rest.len() < len {
+        return Err(format!(
+            "topic length {len} exceeds the {} bytes left",
+            rest.len()
+        ));
+    }
+    let (topic, payload) = rest.split_at(len);
+    let topic =
+        String::from_utf8(topic.to_vec()).map_err(|e| format!("topic is not UTF-8: {e}"))?;
+    Ok(OutItem {
+        topic,
+        payload: payload.to_vec(),
+        qos: *qos,
+        retain: *retain == 1,
+    })
+}
+
+/// Decodes a JSON record read from disk, turning failure into `Corrupt` with table and key.
+pub(crate) fn decode_json<T: DeserializeOwned>(
+    path: &Path,
+    table: &'static str,
+    key: impl std::fmt::Display,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        table,
+        key: key.to_string(),
+        detail: e.to_string(),
+    })
+}
+
+pub(crate) fn corrupt_out(path: &Path, session: &str, id: u64, detail: String) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        table: "outbox",
+        key: format!("({session:?}, {id})"),
+        detail,
+    }
+}

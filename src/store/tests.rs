@@ -1,0 +1,507 @@
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use super::*;
+
+fn item(n: u32) -> OutItem {
+    OutItem {
+        topic: format!("vending/vm-001/event/sale{n}"),
+        payload: format!("{{\"n\":{n}}}").into_bytes(),
+        qos: 1,
+        retain: n % 2 == 0,
+    }
+}
+
+fn append(session: &str, n: u32) -> Op {
+    Op::Append {
+        session: session.into(),
+        item: item(n),
+    }
+}
+
+fn cmd(id: &str, phase: CommandPhase, at_ms: i64) -> CommandRecord {
+    CommandRecord {
+        id: id.into(),
+        command: "drive".into(),
+        phase,
+        at_ms,
+    }
+}
+
+fn done(id: &str, at_ms: i64) -> CommandRecord {
+    cmd(
+        id,
+        CommandPhase::Done {
+            result: format!("{{\"id\":\"{id}\",\"status\":\"ok\"}}"),
+        },
+        at_ms,
+    )
+}
+
+fn put(machine: &str, record: CommandRecord) -> Op {
+    Op::PutCommand {
+        machine: machine.into(),
+        record,
+    }
+}
+
+fn open(dir: &TempDir) -> Store {
+    Store::open(dir.path(), StoreOptions::default()).unwrap()
+}
+
+#[tokio::test]
+async fn append_then_read_in_order_with_paging() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let ids = store
+        .write(vec![append("vm1", 1), append("vm1", 2), append("vm1", 3)])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 3);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let all = store.outbox("vm1", None, 100).unwrap();
+    assert_eq!(all.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids);
+    assert_eq!(all[1].1, item(2));
+    assert_eq!(store.outbox("vm1", None, 2).unwrap().len(), 2);
+    let rest = store.outbox("vm1", Some(ids[0]), 100).unwrap();
+    assert_eq!(rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[1..]);
+    assert!(store.outbox("vm1", Some(u64::MAX), 10).unwrap().is_empty());
+    assert_eq!(store.outbox_len("vm1").unwrap(), 3);
+    assert!(store.path().ends_with(DB_FILE));
+}
+
+#[tokio::test]
+async fn ids_increase_across_reopen_even_when_all_acked() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let first = store
+        .write(vec![append("vm1", 1), append("vm1", 2)])
+        .await
+        .unwrap();
+    store.ack("vm1", first.clone()).await.unwrap();
+    assert_eq!(store.outbox_len("vm1").unwrap(), 0);
+    drop(store);
+    let store = open(&dir);
+    let second = store.write(vec![append("vm1", 3)]).await.unwrap();
+    assert!(second[0] > first[1], "{second:?} after {first:?}");
+}
+
+#[tokio::test]
+async fn ack_removes_and_is_idempotent() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let ids = store
+        .write(vec![append("vm1", 1), append("vm1", 2), append("vm1", 3)])
+        .await
+        .unwrap();
+    store.ack("vm1", vec![ids[0], ids[2]]).await.unwrap();
+    let left = store.outbox("vm1", None, 10).unwrap();
+    assert_eq!(
+        left.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+    // Again, plus ids that never existed: nothing changes, the count stays right.
+    store
+        .ack("vm1", vec![ids[0], ids[2], 999_999])
+        .await
+        .unwrap();
+    assert_eq!(store.outbox_len("vm1").unwrap(), 1);
+    store.ack("vm1", vec![]).await.unwrap();
+    assert_eq!(store.outbox_len("vm1").unwrap(), 1);
+}
+
+#[tokio::test]
+async fn sessions_are_isolated() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    // "vm1" is a prefix of "vm10": a naive prefix scan would mix them.
+    let a = store
+        .write(vec![append("vm1", 1), append("vm10", 2)])
+        .await
+        .unwrap();
+    let b = store.write(vec![append("vm1", 3)]).await.unwrap();
+    let vm1: Vec<u64> = store
+        .outbox("vm1", None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(vm1, vec![a[0], b[0]]);
+    let vm10 = store.outbox("vm10", None, 10).unwrap();
+    assert_eq!(vm10.len(), 1);
+    assert_eq!(vm10[0].1, item(2));
+    // Acking vm10's id through vm1 must not remove it.
+    store.ack("vm1", vec![a[1]]).await.unwrap();
+    assert_eq!(store.outbox_len("vm10").unwrap(), 1);
+    assert_eq!(store.outbox_len("vm1").unwrap(), 2);
+    assert!(store.outbox("other", None, 10).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn machine_state_round_trips_across_reopen() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let mut state = store.machine_state("vm1").unwrap();
+    assert_eq!(state, MachineState::default());
+    assert_eq!(state.take_seq(), 1);
+    assert_eq!(state.take_seq(), 2);
+    state.host_seq = 7;
+    state.last_device_frame = Some(("0x21".into(), 42));
+    store
+        .write(vec![
+            append("vm1", 1),
+            Op::SetMachine {
+                machine: "vm1".into(),
+                state: state.clone(),
+            },
+        ])
+        .await
+        .unwrap();
+    drop(store);
+    let store = open(&dir);
+    let mut back = store.machine_state("vm1").unwrap();
+    assert_eq!(back, state);
+    assert_eq!(back.take_seq(), 3);
+    assert_eq!(store.machine_state("vm2").unwrap(), MachineState::default());
+}
+
+#[tokio::test]
+async fn command_records_lifecycle() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store
+        .write(vec![
+            put("vm1", cmd("b", CommandPhase::Queued, 2_000)),
+            put("vm1", cmd("a", CommandPhase::Queued, 1_000)),
+            put("vm2", cmd("c", CommandPhase::Queued, 500)),
+        ])
+        .await
+        .unwrap();
+    let open_ids = |m: &str| -> Vec<String> {
+        store
+            .open_commands(m)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(open_ids("vm1"), ["a", "b"]);
+    assert_eq!(open_ids("vm2"), ["c"]);
+
+    store
+        .write(vec![put("vm1", cmd("a", CommandPhase::Written, 1_000))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.command("vm1", "a").unwrap().unwrap().phase,
+        CommandPhase::Written
+    );
+    assert_eq!(open_ids("vm1"), ["a", "b"]);
+
+    let now = writer::now_ms();
+    store.write(vec![put("vm1", done("a", now))]).await.unwrap();
+    assert_eq!(store.command("vm1", "a").unwrap(), Some(done("a", now)));
+    assert_eq!(open_ids("vm1"), ["b"]);
+    assert_eq!(store.command("vm1", "zzz").unwrap(), None);
+    assert_eq!(store.command("vm2", "a").unwrap(), None);
+
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.command("vm1", "a").unwrap(), Some(done("a", now)));
+    assert_eq!(
+        store.open_commands("vm1").unwrap(),
+        vec![cmd("b", CommandPhase::Queued, 2_000)]
+    );
+}
+
+#[tokio::test]
+async fn window_prunes_done_records_by_count_but_never_open_ones() {
+    let dir = TempDir::new().unwrap();
+    let opts = StoreOptions {
+        id_window: 3,
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts).unwrap();
+    let now = writer::now_ms();
+    store
+        .write(vec![put(
+            "vm1",
+            cmd("q", CommandPhase::Queued, now - 10_000),
+        )])
+        .await
+        .unwrap();
+    for i in 0..5 {
+        store
+            .write(vec![put("vm1", done(&format!("d{i}"), now + i))])
+            .await
+            .unwrap();
+    }
+    // The same machine id on another machine is unaffected by vm1's window.
+    store
+        .write(vec![put("vm2", done("d0", now))])
+        .await
+        .unwrap();
+    let kept: Vec<bool> = (0..5)
+        .map(|i| store.command("vm1", &format!("d{i}")).unwrap().is_some())
+        .collect();
+    assert_eq!(kept, [false, false, true, true, true]);
+    assert!(store.command("vm1", "q").unwrap().is_some());
+    assert!(store.command("vm2", "d0").unwrap().is_some());
+    // Re-putting an existing Done record must not inflate the count.
+    store
+        .write(vec![put("vm1", done("d4", now + 4))])
+        .await
+        .unwrap();
+    assert!(store.command("vm1", "d2").unwrap().is_some());
+}
+
+#[tokio::test]
+async fn window_prunes_done_records_by_age() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let now = writer::now_ms();
+    let week = 7 * 24 * 3600 * 1000;
+    store
+        .write(vec![
+            put("vm1", done("old", now - week - 60_000)),
+            put(
+                "vm1",
+                cmd("old-open", CommandPhase::Written, now - 2 * week),
+            ),
+            put("vm1", done("young", now - week + 60_000)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.command("vm1", "old").unwrap(), None);
+    assert!(store.command("vm1", "young").unwrap().is_some());
+    assert_eq!(store.open_commands("vm1").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn one_write_is_one_transaction() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let before = store.stats().commits;
+    let ids = store
+        .write(vec![
+            append("vm1", 1),
+            Op::SetMachine {
+                machine: "vm1".into(),
+                state: MachineState {
+                    next_seq: 2,
+                    ..Default::default()
+                },
+            },
+            append("vm1", 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 2);
+    assert_eq!(store.stats().commits, before + 1);
+    assert!(store.stats().bytes_written > 0);
+    assert!(store.stats().syncs > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn group_commit_serves_concurrent_writers() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let before = store.stats().commits;
+    let tasks: Vec<_> = (0..50u32)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.write(vec![append(&format!("vm{}", i % 5), i)]).await })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap().unwrap());
+    }
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 50, "every write got its own id");
+    let total: u64 = (0..5)
+        .map(|i| store.outbox_len(&format!("vm{i}")).unwrap())
+        .sum();
+    assert_eq!(total, 50);
+    let commits = store.stats().commits - before;
+    assert!(
+        commits < 50,
+        "expected grouped commits, got {commits} for 50 writes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_request_does_not_fail_its_batch_neighbours() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let huge = OutItem {
+        topic: "t".repeat(70_000),
+        payload: vec![],
+        qos: 1,
+        retain: false,
+    };
+    let release = store.hold_writer();
+    let s = store.clone();
+    let bad = tokio::spawn(async move {
+        s.write(vec![
+            append("vm1", 1),
+            Op::Append {
+                session: "vm1".into(),
+                item: huge,
+            },
+        ])
+        .await
+    });
+    let s = store.clone();
+    let good = tokio::spawn(async move { s.write(vec![append("vm1", 2)]).await });
+    // Both requests are queued behind the held writer, so they share one batch.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.send(()).unwrap();
+    let bad = bad.await.unwrap();
+    assert!(matches!(bad, Err(StoreError::TooLarge { .. })), "{bad:?}");
+    assert_eq!(good.await.unwrap().unwrap().len(), 1);
+    // The failed write left nothing behind: only the good item is stored.
+    let items = store.outbox("vm1", None, 10).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].1, item(2));
+    assert_eq!(store.outbox_len("vm1").unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_queued_together_share_one_commit() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let release = store.hold_writer();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let before = store.stats().commits;
+    let tasks: Vec<_> = (0..20u32)
+        .map(|i| {
+            let s = store.clone();
+            tokio::spawn(async move { s.write(vec![append("vm1", i)]).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    release.send(()).unwrap();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    // One commit for the held request, one for all twenty writes.
+    let commits = store.stats().commits - before;
+    assert!((1..=2).contains(&commits), "{commits} commits");
+    assert_eq!(store.outbox_len("vm1").unwrap(), 20);
+}
+
+#[tokio::test]
+async fn corrupt_values_are_errors_not_panics() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    store.write(vec![append("vm1", 1)]).await.unwrap();
+    {
+        let txn = store.db().begin_write().unwrap();
+        {
+            let mut t = txn.open_table(tables::OUTBOX).unwrap();
+            t.insert(("vm1", 999u64), [1u8, 1, 0, 200, 0, b'x'].as_slice())
+                .unwrap();
+            let mut m = txn.open_table(tables::MACHINES).unwrap();
+            m.insert("vm1", b"{not json".as_slice()).unwrap();
+            let mut c = txn.open_table(tables::COMMANDS).unwrap();
+            c.insert(("vm1", "x"), b"\xff".as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let err = store.outbox("vm1", None, 10).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "outbox",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("999"), "{err}");
+    let err = store.machine_state("vm1").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "machines",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = store.command("vm1", "x").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::Corrupt {
+                table: "commands",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A write that has to read the corrupt record fails cleanly, and the store keeps working.
+    let err = store
+        .write(vec![put("vm1", done("x", 1))])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    store.write(vec![append("vm2", 1)]).await.unwrap();
+}
+
+#[test]
+fn corrupt_file_is_an_error_naming_the_path() {
+    let dir = TempDir::new().unwrap();
+    std::fs::write(dir.path().join(DB_FILE), vec![0x5au8; 8192]).unwrap();
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::CorruptFile { .. }), "{err:?}");
+    assert!(err.to_string().contains(DB_FILE), "{err}");
+}
+
+#[test]
+fn second_open_reports_the_lock() {
+    let dir = TempDir::new().unwrap();
+    let _store = open(&dir);
+    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
+    assert!(matches!(err, StoreError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("another vendgate"), "{err}");
+}
+
+#[tokio::test]
+async fn dead_writer_gives_errors_not_hangs() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let killed = store.kill_writer().await;
+    assert!(
+        matches!(killed, Err(StoreError::WriterGone { .. })),
+        "{killed:?}"
+    );
+    let res = tokio::time::timeout(Duration::from_secs(5), store.write(vec![append("vm1", 1)]))
+        .await
+        .expect("write must not hang");
+    assert!(matches!(res, Err(StoreError::WriterGone { .. })), "{res:?}");
+    let res = tokio::time::timeout(Duration::from_secs(5), store.ack("vm1", vec![1]))
+        .await
+        .expect("ack must not hang");
+    assert!(res.is_err());
+}
+
+#[test]
+fn outbox_encoding_round_trips_and_rejects_garbage() {
+    let it = item(3);
+    assert_eq!(decode_out(&encode_out(&it).unwrap()).unwrap(), it);
+    for bad in [
+        &[][..],
+        &[1, 1],
+        &[2, 1, 0, 0, 0],
+        &[1, 9, 0, 0, 0],
+        &[1, 1, 0, 5, 0, b'a'],
+    ] {
+        assert!(decode_out(bad).is_err(), "{bad:?}");
+    }
+}

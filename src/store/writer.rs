@@ -1,0 +1,356 @@
+//! The single writer thread. redb allows one write transaction at a time and each
+//! durable commit costs an fsync, so every request waiting in the channel is applied
+//! in one transaction and committed once: N devices writing together pay one fsync.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::Arc;
+
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+use tokio::sync::oneshot;
+
+use super::error::At;
+use super::tables::*;
+use super::{CommandPhase, CommandRecord, Op, StoreError, StoreOptions};
+
+/// Caps one transaction so a flood cannot make a single commit (and every reply
+/// waiting on it) arbitrarily slow.
+const MAX_BATCH: usize = 256;
+
+pub(crate) enum Kind {
+    Write(Vec<Op>),
+    Ack {
+        session: String,
+        ids: Vec<u64>,
+    },
+    /// Lets tests kill the thread to check that callers get an error instead of hanging.
+    #[cfg(test)]
+    Panic,
+    /// Lets tests hold the writer until the receiver fires, so the requests queued
+    /// meanwhile are guaranteed to land in one batch.
+    #[cfg(test)]
+    Hold(std::sync::mpsc::Receiver<()>),
+}
+
+pub(crate) struct Request {
+    pub(crate) kind: Kind,
+    /// Ids of the Append ops, in order (empty for acks). Sent only after the commit.
+    pub(crate) reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
+}
+
+pub(crate) struct Writer {
+    pub(crate) db: Arc<Database>,
+    pub(crate) path: PathBuf,
+    pub(crate) opts: StoreOptions,
+    pub(crate) commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(crate) fn run(self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&self, batch: Vec<Request>) {
+        #[cfg(test)]
+        if batch.iter().any(|r| matches!(r.kind, Kind::Panic)) {
+            panic!("store writer killed by test");
+        }
+        #[cfg(test)]
+        for req in &batch {
+            if let Kind::Hold(rx) = &req.kind {
+                let _ = rx.recv();
+            }
+        }
+        let kinds: Vec<&Kind> = batch.iter().map(|r| &r.kind).collect();
+        match self.commit(&kinds) {
+            Ok(results) => {
+                for (req, ids) in batch.into_iter().zip(results) {
+                    // The caller may have given up (task cancelled); the data is stored anyway.
+                    let _ = req.reply.send(Ok(ids));
+                }
+            }
+            Err(Failure::Apply(err)) if batch.len() > 1 => {
+                // One bad request (say, an oversized item) must not fail its neighbours,
+                // so retry each on its own; the aborted transaction left nothing behind.
+                tracing::warn!(error = %err, n = batch.len(), "group commit failed; retrying requests one by one");
+                for req in batch {
+                    let res = self
+                        .commit(&[&req.kind])
+                        .map(|mut r| r.pop().unwrap_or_default())
+                        .map_err(Failure::into_inner);
+                    let _ = req.reply.send(res);
+                }
+            }
+            // A failed commit is not retried: it is not caused by one request, and after an
+            // I/O error redb cannot tell us whether the data reached the disk, so a retry
+            // could store events twice. Callers see the error and do not ACK the frame.
+            Err(err) => {
+                let err = err.into_inner();
+                for req in batch {
+                    let _ = req.reply.send(Err(err.clone()));
+                }
+            }
+        }
+    }
+
+    fn commit(&self, kinds: &[&Kind]) -> Result<Vec<Vec<u64>>, Failure> {
+        let mut txn = self
+            .db
+            .begin_write()
+            .at(&self.path)
+            .map_err(Failure::Commit)?;
+        txn.set_durability(Durability::Immediate)
+            .at(&self.path)
+            .map_err(Failure::Commit)?;
+        let results = match apply(&txn, &self.path, &self.opts, kinds) {
+            Ok(results) => results,
+            Err(err) => {
+                // Nothing of the batch lands; an abort error changes nothing for the caller.
+                let _ = txn.abort();
+                return Err(Failure::Apply(err));
+            }
+        };
+        txn.commit().at(&self.path).map_err(Failure::Commit)?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(results)
+    }
+}
+
+/// Whether a batch failed while applying its ops (attributable to a request, so
+/// worth retrying the others alone) or while beginning/committing (not).
+enum Failure {
+    Apply(StoreError),
+    Commit(StoreError),
+}
+
+impl Failure {
+    fn into_inner(self) -> StoreError {
+        match self {
+            Failure::Apply(e) | Failure::Commit(e) => e,
+        }
+    }
+}
+
+fn apply(
+    txn: &WriteTransaction,
+    path: &Path,
+    opts: &StoreOptions,
+    kinds: &[&Kind],
+) -> Result<Vec<Vec<u64>>, StoreError> {
+    let mut meta = txn.open_table(META).at(path)?;
+    let mut outbox = txn.open_table(OUTBOX).at(path)?;
+    let mut machines = txn.open_table(MACHINES).at(path)?;
+    let mut cmds = CommandTables::open(txn, path)?;
+
+    let mut next_id = meta
+        .get(NEXT_OUTBOX_ID)
+        .at(path)?
+        .map(|g| g.value())
+        .unwrap_or(1);
+    let mut len_delta: HashMap<&str, i64> = HashMap::new();
+    let mut touched: BTreeSet<&str> = BTreeSet::new();
+    let mut results = Vec::with_capacity(kinds.len());
+
+    for kind in kinds {
+        let mut ids = Vec::new();
+        match kind {
+            Kind::Write(ops) => {
+                for op in ops {
+                    match op {
+                        Op::Append { session, item } => {
+                            let bytes =
+                                encode_out(item).map_err(|detail| StoreError::TooLarge {
+                                    path: path.to_path_buf(),
+                                    detail,
+                                })?;
+                            outbox
+                                .insert((session.as_str(), next_id), bytes.as_slice())
+                                .at(path)?;
+                            ids.push(next_id);
+                            next_id += 1;
+                            *len_delta.entry(session).or_default() += 1;
+                        }
+                        Op::SetMachine { machine, state } => {
+                            let json =
+                                serde_json::to_vec(state).map_err(|err| StoreError::Corrupt {
+                                    path: path.to_path_buf(),
+                                    table: "machines",
+                                    key: machine.clone(),
+                                    detail: format!("cannot encode: {err}"),
+                                })?;
+                            machines
+                                .insert(machine.as_str(), json.as_slice())
+                                .at(path)?;
+                            touched.insert(machine);
+                        }
+                        Op::PutCommand { machine, record } => {
+                            cmds.put(machine, record)?;
+                            touched.insert(machine);
+                        }
+                    }
+                }
+            }
+            Kind::Ack {
+                session,
+                ids: acked,
+            } => {
+                for id in acked {
+                    if outbox.remove((session.as_str(), *id)).at(path)?.is_some() {
+                        *len_delta.entry(session).or_default() -= 1;
+                    }
+                }
+            }
+            #[cfg(test)]
+            Kind::Panic | Kind::Hold(_) => {}
+        }
+        results.push(ids);
+    }
+
+    meta.insert(NEXT_OUTBOX_ID, next_id).at(path)?;
+    let mut lens = txn.open_table(OUTBOX_LEN).at(path)?;
+    for (session, delta) in len_delta {
+        let old = lens.get(session).at(path)?.map(|g| g.value()).unwrap_or(0);
+        let new = old.saturating_add_signed(delta);
+        if new == 0 {
+            lens.remove(session).at(path)?;
+        } else {
+            lens.insert(session, new).at(path)?;
+        }
+    }
+    // Pruning rides on the machines being written anyway, so its cost is a range
+    // lookup per touched machine and needs no timer.
+    let now_ms = now_ms();
+    for machine in touched {
+        cmds.prune(machine, opts, now_ms)?;
+    }
+    Ok(results)
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+struct CommandTables<'t> {
+    path: &'t Path,
+    records: redb::Table<'t, (&'static str, &'static str), &'static [u8]>,
+    open: redb::Table<'t, (&'static str, i64, &'static str), ()>,
+    done: redb::Table<'t, (&'static str, i64, &'static str), ()>,
+    done_count: redb::Table<'t, &'static str, u64>,
+}
+
+impl<'t> CommandTables<'t> {
+    fn open(txn: &'t WriteTransaction, path: &'t Path) -> Result<Self, StoreError> {
+        Ok(CommandTables {
+            path,
+            records: txn.open_table(COMMANDS).at(path)?,
+            open: txn.open_table(OPEN_BY_AGE).at(path)?,
+            done: txn.open_table(DONE_BY_AGE).at(path)?,
+            done_count: txn.open_table(DONE_COUNT).at(path)?,
+        })
+    }
+
+    fn done_count(&self, machine: &str) -> Result<u64, StoreError> {
+        Ok(self
+            .done_count
+            .get(machine)
+            .at(self.path)?
+            .map(|g| g.value())
+            .unwrap_or(0))
+    }
+
+    fn set_done_count(&mut self, machine: &str, n: u64) -> Result<(), StoreError> {
+        let r = if n == 0 {
+            self.done_count.remove(machine).map(|_| ())
+        } else {
+            self.done_count.insert(machine, n).map(|_| ())
+        };
+        r.at(self.path)
+    }
+
+    /// Keeps the two age indexes and the Done count in step with the record.
+    fn put(&mut self, machine: &str, record: &CommandRecord) -> Result<(), StoreError> {
+        let key = (machine, record.id.as_str());
+        let old = match self.records.get(key).at(self.path)? {
+            Some(g) => Some(decode_json::<CommandRecord>(
+                self.path,
+                "commands",
+                format_args!("({machine:?}, {:?})", record.id),
+                g.value(),
+            )?),
+            None => None,
+        };
+        let mut count = self.done_count(machine)?;
+        if let Some(old) = old {
+            let idx = (machine, old.at_ms, old.id.as_str());
+            if matches!(old.phase, CommandPhase::Done { .. }) {
+                if self.done.remove(idx).at(self.path)?.is_some() {
+                    count = count.saturating_sub(1);
+                }
+            } else {
+                self.open.remove(idx).at(self.path)?;
+            }
+        }
+        let idx = (machine, record.at_ms, record.id.as_str());
+        if matches!(record.phase, CommandPhase::Done { .. }) {
+            if self.done.insert(idx, ()).at(self.path)?.is_none() {
+                count += 1;
+            }
+        } else {
+            self.open.insert(idx, ()).at(self.path)?;
+        }
+        self.set_done_count(machine, count)?;
+        let json = serde_json::to_vec(record).map_err(|err| StoreError::Corrupt {
+            path: self.path.to_path_buf(),
+            table: "commands",
+            key: format!("({machine:?}, {:?})", record.id),
+            detail: format!("cannot encode: {err}"),
+        })?;
+        self.records.insert(key, json.as_slice()).at(self.path)?;
+        Ok(())
+    }
+
+    /// Drops the oldest Done records while there are more than `id_window` of them or
+    /// they are older than `id_ttl`. Queued/Written records live in the other index and
+    /// are never touched.
+    fn prune(&mut self, machine: &str, opts: &StoreOptions, now_ms: i64) -> Result<(), StoreError> {
+        let ttl_ms = i64::try_from(opts.id_ttl.as_millis()).unwrap_or(i64::MAX);
+        let cutoff = now_ms.saturating_sub(ttl_ms);
+        let mut count = self.done_count(machine)?;
+        let start = count;
+        loop {
+            let oldest = {
+                let mut range = self.done.range((machine, i64::MIN, "")..).at(self.path)?;
+                match range.next() {
+                    Some(entry) => {
+                        let (k, _) = entry.at(self.path)?;
+                        let (m, at, id) = k.value();
+                        (m == machine).then(|| (at, id.to_string()))
+                    }
+                    None => None,
+                }
+            };
+            let Some((at, id)) = oldest else { break };
+            if count as usize <= opts.id_window && at >= cutoff {
+                break;
+            }
+            self.done.remove((machine, at, id.as_str())).at(self.path)?;
+            self.records.remove((machine, id.as_str())).at(self.path)?;
+            count = count.saturating_sub(1);
+        }
+        if count != start {
+            self.set_done_count(machine, count)?;
+        }
+        Ok(())
+    }
+}
