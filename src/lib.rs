@@ -3,6 +3,7 @@
 //! The modules follow the pipeline of DESIGN.md §6; `docs/ARCHITECTURE.md`
 //! walks through them in order.
 
+pub mod broker;
 pub mod cli;
 pub mod codec;
 pub mod command;

@@ -11,6 +11,7 @@ use tracing::error;
 
 use super::{shutdown_signal, EXIT_CONFIG, EXIT_FATAL};
 use crate::config::Config;
+use crate::broker;
 use crate::gateway::Gateway;
 use crate::profile::Profile;
 use crate::sim::{pty_pair, Board, Script};
@@ -146,50 +147,4 @@ async fn drive(port: u16) {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     std::future::pending::<()>().await
-}
-
-#[cfg(feature = "embedded-broker")]
-mod broker {
-    /// Starts rumqttd on 127.0.0.1:`port` in its own thread.
-    pub fn start(port: u16) -> Result<(), String> {
-        let config = serde_json::json!({
-            "id": 0,
-            "router": {
-                "max_connections": 1000,
-                "max_outgoing_packet_count": 200,
-                "max_segment_size": 104857600,
-                "max_segment_count": 10
-            },
-            "v4": { "1": {
-                "name": "v4-1",
-                "listen": format!("127.0.0.1:{port}"),
-                "next_connection_delay_ms": 1,
-                "connections": {
-                    "connection_timeout_ms": 60000,
-                    "max_payload_size": 4194304,
-                    "max_inflight_count": 200,
-                    "dynamic_filters": true
-                }
-            }}
-        });
-        let config: rumqttd::Config =
-            serde_json::from_value(config).map_err(|e| format!("embedded broker config: {e}"))?;
-        let mut broker = rumqttd::Broker::new(config);
-        std::thread::Builder::new()
-            .name("embedded-broker".into())
-            .spawn(move || {
-                if let Err(e) = broker.start() {
-                    tracing::error!("embedded broker stopped: {e}");
-                }
-            })
-            .map_err(|e| format!("cannot start the embedded broker: {e}"))?;
-        Ok(())
-    }
-}
-
-#[cfg(not(feature = "embedded-broker"))]
-mod broker {
-    pub fn start(_port: u16) -> Result<(), String> {
-        Err("this build has no embedded broker (cargo feature `embedded-broker`); install Mosquitto and use `vendgate run`".into())
-    }
 }

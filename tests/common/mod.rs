@@ -1,0 +1,414 @@
+//! Test harness: a real broker (Mosquitto; the embedded broker only where
+//! Mosquitto is missing and CI is not set), the real `vendgate` binary, a
+//! simulated board on a real pseudo-terminal, and an MQTT client.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use vendgate::profile::Profile;
+use vendgate::sim::{pty_pair, Board, BoardEvent, Control, Script};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_for_port(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "broker did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The broker of one test.
+pub struct Broker {
+    pub port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+fn mosquitto_path() -> Option<PathBuf> {
+    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Broker {
+    /// Mosquitto when installed. Without it the tests fail under CI (the
+    /// interop tests must not silently run against our own broker) and use
+    /// the embedded broker elsewhere.
+    pub fn start() -> Broker {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let mut broker = Broker { port, child: None, dir };
+        if mosquitto_path().is_some() {
+            broker.start_mosquitto();
+        } else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set and Mosquitto is not installed: .ci/run must install it"
+            );
+            eprintln!("mosquitto not found: using the embedded broker");
+            vendgate::broker::start(port).expect("embedded broker");
+            wait_for_port(port);
+        }
+        broker
+    }
+
+    pub fn is_mosquitto(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn start_mosquitto(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", self.port),
+        )
+        .expect("write mosquitto.conf");
+        let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log");
+        let child = Command::new(mosquitto_path().expect("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start mosquitto");
+        self.child = Some(child);
+        wait_for_port(self.port);
+    }
+
+    /// Stops Mosquitto (only Mosquitto can be stopped).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_mosquitto();
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The real gateway binary with a config of the test's own.
+pub struct Gateway {
+    child: Option<Child>,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> String {
+    let mut text = format!(
+        "gateway:\n  id: gw-test\nmqtt:\n  url: mqtt://127.0.0.1:{broker_port}\n  keep_alive: 5s\nstore:\n  path: {}\nprofiles_dir: {}\ndevices:\n",
+        store.display(),
+        repo().join("device-profiles").display()
+    );
+    for (id, port) in devices {
+        text.push_str(&format!("  - id: {id}\n    profile: vmc-upper-computer\n    port: {port}\n"));
+    }
+    text
+}
+
+impl Gateway {
+    pub fn start(dir: &Path, config: &str) -> Gateway {
+        std::fs::create_dir_all(dir).expect("dir");
+        let config_path = dir.join("config.yaml");
+        std::fs::write(&config_path, config).expect("write config");
+        let mut gateway = Gateway {
+            child: None,
+            dir: dir.to_owned(),
+            config: config_path,
+            log: dir.join("gateway.log"),
+        };
+        gateway.spawn();
+        gateway
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vendgate"))
+            .arg("run")
+            .arg("-c")
+            .arg(&self.config)
+            .env("RUST_LOG", "debug,rumqttc=info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start vendgate");
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn terminate(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// One message seen by the test client.
+#[derive(Debug, Clone)]
+pub struct Msg {
+    pub topic: String,
+    pub payload: String,
+    pub retain: bool,
+}
+
+impl Msg {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.payload).unwrap_or(Value::Null)
+    }
+}
+
+/// An MQTT client playing the business side.
+pub struct Client {
+    pub client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<Msg>,
+    pub seen: Vec<Msg>,
+}
+
+impl Client {
+    pub async fn connect(port: u16, filter: &str) -> Client {
+        let id = format!("test-{}-{}", std::process::id(), free_port());
+        let mut options = MqttOptions::new(id, "127.0.0.1", port);
+        options.set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024);
+        let (client, mut eventloop) = AsyncClient::new(options, 20_000);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel();
+        let filter = filter.to_owned();
+        let sub_client = client.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Incoming::ConnAck(_))) => {
+                        let _ = sub_client.subscribe(filter.clone(), QoS::AtLeastOnce).await;
+                    }
+                    Ok(Event::Incoming(Incoming::SubAck(_))) => {
+                        let _ = subscribed_tx.send(());
+                    }
+                    Ok(Event::Incoming(Incoming::Publish(p))) => {
+                        let msg = Msg {
+                            topic: p.topic.clone(),
+                            payload: String::from_utf8_lossy(&p.payload).into_owned(),
+                            retain: p.retain,
+                        };
+                        if tx.send(msg).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv())
+            .await
+            .expect("subscribed");
+        Client { client, rx, seen: Vec::new() }
+    }
+
+    pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload)
+            .await
+            .expect("publish");
+    }
+
+    /// The next message (seen before or arriving) matching `pred`.
+    pub async fn expect(&mut self, within: Duration, what: &str, pred: impl Fn(&Msg) -> bool) -> Msg {
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some(msg)) if pred(&msg) => return msg,
+                Ok(Some(msg)) => self.seen.push(msg),
+                _ => panic!(
+                    "no {what} within {within:?}; seen: {:#?}",
+                    self.seen.iter().map(|m| format!("{} {}", m.topic, m.payload)).collect::<Vec<_>>()
+                ),
+            }
+        }
+    }
+
+    /// Everything arriving during `period` (plus what was seen before).
+    pub async fn drain(&mut self, period: Duration) -> Vec<Msg> {
+        let deadline = tokio::time::Instant::now() + period;
+        while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, self.rx.recv()).await {
+            self.seen.push(msg);
+        }
+        std::mem::take(&mut self.seen)
+    }
+
+    pub async fn expect_status(&mut self, machine: &str, payload: &str, within: Duration) {
+        let topic = format!("vending/{machine}/status");
+        self.expect(within, &format!("{topic} = {payload}"), |m| m.topic == topic && m.payload == payload)
+            .await;
+    }
+
+    pub async fn expect_result(&mut self, machine: &str, command: &str, id: &str, within: Duration) -> Value {
+        let topic = format!("vending/{machine}/cmd/{command}/result");
+        let id = id.to_owned();
+        self.expect(within, &format!("result of {id} on {topic}"), |m| {
+            m.topic == topic && m.json()["id"] == Value::from(id.as_str())
+        })
+        .await
+        .json()
+    }
+}
+
+/// The simulated VMC board on a pseudo-terminal.
+pub struct TestBoard {
+    pub control: mpsc::Sender<Control>,
+    pub events: mpsc::UnboundedReceiver<BoardEvent>,
+    pub path: String,
+    pub seen: Vec<BoardEvent>,
+    _gateway_end: tokio_serial::SerialStream,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+pub fn vmc_profile() -> Arc<Profile> {
+    Arc::new(Profile::resolve(&repo().join("device-profiles"), "vmc-upper-computer").expect("profile"))
+}
+
+pub fn vmc_script() -> Script {
+    Script::from_profile_file(&vmc_profile().path).expect("script")
+}
+
+impl TestBoard {
+    pub fn start(script: Script) -> TestBoard {
+        let (device_end, gateway_end, path) = pty_pair().expect("pty");
+        let (board, handle) = Board::new(vmc_profile(), script, device_end);
+        TestBoard {
+            control: handle.control,
+            events: handle.events,
+            path,
+            seen: Vec::new(),
+            _gateway_end: gateway_end,
+            task: tokio::spawn(board.run()),
+        }
+    }
+
+    pub async fn send(&self, message: &str, values: Value) {
+        let Value::Object(values) = values else { panic!("values must be an object") };
+        self.control
+            .send(Control::Send { message: message.into(), values })
+            .await
+            .expect("board alive");
+    }
+
+    pub async fn raw(&self, bytes: Vec<u8>) {
+        self.control.send(Control::Raw(bytes)).await.expect("board alive");
+    }
+
+    pub async fn polling(&self, on: bool) {
+        self.control.send(Control::Polling(on)).await.expect("board alive");
+    }
+
+    /// Waits for a board event matching `pred`.
+    pub async fn expect(&mut self, within: Duration, what: &str, pred: impl Fn(&BoardEvent) -> bool) -> BoardEvent {
+        if let Some(i) = self.seen.iter().position(&pred) {
+            return self.seen.remove(i);
+        }
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
+                Ok(Some(event)) if pred(&event) => return event,
+                Ok(Some(event)) => {
+                    if !matches!(event, BoardEvent::PollAnswered { command: false, .. }) {
+                        self.seen.push(event)
+                    }
+                }
+                _ => panic!("board: no {what} within {within:?}; seen: {:#?}", self.seen),
+            }
+        }
+    }
+
+    /// Every event during `period` except plain POLL/ACK exchanges.
+    pub async fn drain(&mut self, period: Duration) -> Vec<BoardEvent> {
+        let deadline = tokio::time::Instant::now() + period;
+        while let Ok(Some(event)) = tokio::time::timeout_at(deadline, self.events.recv()).await {
+            if !matches!(event, BoardEvent::PollAnswered { command: false, .. }) {
+                self.seen.push(event);
+            }
+        }
+        std::mem::take(&mut self.seen)
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// A symlink that tests can point at another pty, standing in for a
+/// `/dev/serial/by-id/...` link.
+pub fn relink(link: &Path, target: &str) {
+    let _ = std::fs::remove_file(link);
+    std::os::unix::fs::symlink(target, link).expect("symlink");
+}
+
+pub fn write_file(path: &Path, text: &str) {
+    let mut f = std::fs::File::create(path).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+}
