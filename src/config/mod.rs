@@ -1,21 +1,68 @@
-//! PLACEHOLDER (replaced by the wt-config merge).
+//! The gateway config file: schema, loading, validation, topic templates.
+//!
+//! Parsing happens in two steps. serde reads the YAML into the `*Section`
+//! structs, which deny unknown keys and carry the user-facing documentation of
+//! every option; a parse error stops there, with serde's position. The
+//! sections are then checked as a whole and turned into the public types, so
+//! that every semantic problem of a file is reported in one go, each at the
+//! position of the value it is about (see `locate`).
+
+mod device;
+mod error;
+mod locate;
+mod mqtt;
+mod ops;
+mod topics;
+mod value;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-#[derive(Debug, Clone)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-impl std::fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "x")
-    }
+
+use serde::Deserialize;
+
+pub use device::{DeviceConfig, UsbMatch};
+pub use error::{ConfigError, ConfigErrors, Invalid};
+pub use mqtt::{MqttConfig, MqttUrl, MqttVersion, Scheme, TlsConfig};
+pub use ops::{CommandsConfig, GatewayConfig, HealthConfig, StatusPayloads, StoreConfig};
+pub use topics::{TopicVars, TopicsConfig};
+pub use value::Secret;
+
+use locate::{locate, Issues, YamlPath};
+
+/// The config file as written. See DESIGN.md §3.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigFile {
+    /// This gateway's identity.
+    gateway: ops::GatewaySection,
+    /// The MQTT broker and session settings.
+    mqtt: mqtt::MqttSection,
+    /// Topic templates; every one has a default.
+    #[serde(default)]
+    topics: topics::TopicsSection,
+    /// Where durable state lives.
+    store: ops::StoreSection,
+    /// Folder of device profiles; default `device-profiles` next to the config.
+    #[serde(default)]
+    profiles_dir: Option<PathBuf>,
+    /// The machines on this gateway; at least one.
+    devices: Vec<device::DeviceSection>,
+    /// Payloads of the status topics.
+    #[serde(default)]
+    status_payloads: ops::StatusSection,
+    /// The gateway's health report.
+    #[serde(default)]
+    health: ops::HealthSection,
+    /// Limits of command handling.
+    #[serde(default)]
+    commands: ops::CommandsSection,
 }
-impl std::error::Error for ConfigErrors {}
-#[derive(Debug, Clone)]
-pub struct ConfigError {
-    pub path: PathBuf,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
+
+/// A loaded and validated config. Paths other than device ports are
+/// resolved against the config file's folder.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
@@ -28,129 +75,183 @@ pub struct Config {
     pub status_payloads: StatusPayloads,
     pub health: HealthConfig,
     pub commands: CommandsConfig,
+    /// Things that work but should be changed; `check` and `run` log them.
     pub warnings: Vec<String>,
 }
+
 impl Config {
-    pub fn load(_p: &Path) -> Result<Config, ConfigErrors> {
-        todo!()
+    /// Reads, parses and validates the config file at `path`, including
+    /// reading `mqtt.password_file`.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                path: path.to_owned(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the config file: {e}"),
+            }])
+        })?;
+        let (mut config, inline_password) = parse(&text, path)?;
+        if inline_password && world_readable(path) {
+            let at = YamlPath::default().key("mqtt").key("password");
+            let (line, column) = locate(&text, &at).unwrap_or((0, 0));
+            config.warnings.push(format!(
+                "{}:{line}:{column}: mqtt.password: this file is readable by every user; \
+                 move the password to `password_file` or make the file unreadable to others",
+                path.display()
+            ));
+        }
+        Ok(config)
     }
-    pub fn from_str(_t: &str, _p: &Path) -> Result<Config, ConfigErrors> {
-        todo!()
-    }
-}
-#[derive(Debug, Clone)]
-pub struct GatewayConfig {
-    pub id: String,
-}
-#[derive(Debug, Clone)]
-pub struct MqttConfig {
-    pub url: MqttUrl,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub keep_alive: Duration,
-    pub topic_prefix: String,
-    pub client_id: String,
-    pub version: MqttVersion,
-    pub tls: Option<TlsConfig>,
-}
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MqttVersion {
-    V3,
-    V5,
-}
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
-    Mqtt,
-    Mqtts,
-    Ws,
-    Wss,
-}
-#[derive(Debug, Clone)]
-pub struct MqttUrl {
-    pub scheme: Scheme,
-    pub host: String,
-    pub port: u16,
-    pub path: String,
-}
-#[derive(Clone)]
-pub struct Secret(String);
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
+
+    /// Parses and validates config text as if read from `path`, which is
+    /// used in errors and to resolve relative paths. Reads `password_file`.
+    #[allow(clippy::should_implement_trait)] // needs the path; FromStr cannot take it
+    pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        parse(text, path).map(|(config, _)| config)
     }
 }
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "***")
+
+#[cfg(unix)]
+fn world_readable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o004 != 0)
+}
+
+#[cfg(not(unix))]
+fn world_readable(_: &Path) -> bool {
+    false
+}
+
+/// Returns the config and whether it holds a password inline.
+fn parse(text: &str, path: &Path) -> Result<(Config, bool), ConfigErrors> {
+    if text.trim().is_empty() {
+        // serde would say "missing field `gateway`", which hides the real cause.
+        return Err(ConfigErrors(vec![ConfigError {
+            path: path.to_owned(),
+            line: 1,
+            column: 1,
+            message: "the config file is empty".into(),
+        }]));
+    }
+    let file: ConfigFile = serde_yaml::from_str(text).map_err(|e| parse_error(e, path))?;
+    let inline_password = file.mqtt.has_inline_password();
+    let dir = path.parent().unwrap_or(Path::new("")).to_owned();
+    let root = YamlPath::default();
+    let mut issues = Issues::default();
+
+    let gateway = file.gateway.validate(&mut issues, &root.key("gateway"));
+    let mqtt = file.mqtt.validate(&mut issues, &root.key("mqtt"), &dir);
+    let topics = file.topics.validate(&mut issues, &root.key("topics"));
+    let store = file.store.validate(&mut issues, &root.key("store"), &dir);
+    let profiles_dir = dir.join(file.profiles_dir.unwrap_or("device-profiles".into()));
+    let devices_at = root.key("devices");
+    if file.devices.is_empty() {
+        issues.add(&devices_at, Invalid::NoDevices);
+    }
+    let devices: Vec<DeviceConfig> = file
+        .devices
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| d.validate(&mut issues, &devices_at.index(i)))
+        .collect();
+    check_devices(&mut issues, &devices_at, &devices, &mqtt, &gateway);
+    let status_payloads = file
+        .status_payloads
+        .validate(&mut issues, &root.key("status_payloads"));
+    let health = file.health.validate(&mut issues, &root.key("health"));
+    let commands = file.commands.validate(&mut issues, &root.key("commands"));
+
+    if !issues.0.is_empty() {
+        return Err(located(issues, text, path));
+    }
+    let config = Config {
+        path: path.to_owned(),
+        gateway,
+        mqtt,
+        topics,
+        store,
+        profiles_dir,
+        devices,
+        status_payloads,
+        health,
+        commands,
+        warnings: Vec::new(),
+    };
+    Ok((config, inline_password))
+}
+
+/// Checks across devices: ids, ports and client ids must not collide.
+fn check_devices(
+    issues: &mut Issues,
+    at: &YamlPath,
+    devices: &[DeviceConfig],
+    mqtt: &MqttConfig,
+    gateway: &GatewayConfig,
+) {
+    let mut ids = HashMap::new();
+    let mut ports = HashMap::new();
+    for (i, d) in devices.iter().enumerate() {
+        if ids.insert(d.id.as_str(), i).is_some() {
+            issues.add(&at.index(i).key("id"), Invalid::DuplicateId(d.id.clone()));
+        }
+        if let Some(port) = &d.port {
+            if ports.insert(port, i).is_some() {
+                let shown = port.display().to_string();
+                issues.add(&at.index(i).key("port"), Invalid::DuplicatePort(shown));
+            }
+        }
+        // The broker drops one of two sessions with the same client id.
+        let vars = TopicVars {
+            prefix: &mqtt.topic_prefix,
+            machine: &d.id,
+            gateway: &gateway.id,
+            ..TopicVars::default()
+        };
+        // Without `{machine}` the template is already reported as wrong.
+        if mqtt.client_id.contains("{machine}")
+            && TopicsConfig::render(&mqtt.client_id, &vars) == gateway.id
+        {
+            issues.add(&at.index(i).key("id"), Invalid::ClientIdClash(d.id.clone()));
+        }
     }
 }
-#[derive(Debug, Clone)]
-pub struct TlsConfig {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
+
+fn located(issues: Issues, text: &str, path: &Path) -> ConfigErrors {
+    let mut errors: Vec<ConfigError> = issues
+        .0
+        .into_iter()
+        .map(|(at, problem)| {
+            let (line, column) = locate(text, &at).unwrap_or((0, 0));
+            ConfigError {
+                path: path.to_owned(),
+                line,
+                column,
+                message: format!("{at}: {problem}"),
+            }
+        })
+        .collect();
+    errors.sort_by_key(|e| (e.line, e.column));
+    ConfigErrors(errors)
 }
-#[derive(Debug, Clone)]
-pub struct TopicsConfig {
-    pub status: String,
-    pub telemetry: String,
-    pub event: String,
-    pub command: String,
-    pub result: String,
-    pub gateway_status: String,
-    pub health: String,
-}
-pub struct TopicVars<'a> {
-    pub prefix: &'a str,
-    pub machine: &'a str,
-    pub gateway: &'a str,
-    pub name: &'a str,
-    pub command: &'a str,
-}
-impl TopicsConfig {
-    pub fn render(_t: &str, _v: &TopicVars) -> String {
-        todo!()
-    }
-    pub fn command_filter(&self, _p: &str, _m: &str, _g: &str) -> String {
-        todo!()
-    }
-    pub fn command_of(&self, _t: &str, _p: &str, _m: &str, _g: &str) -> Option<String> {
-        todo!()
-    }
-}
-#[derive(Debug, Clone)]
-pub struct StoreConfig {
-    pub path: PathBuf,
-}
-#[derive(Debug, Clone)]
-pub struct DeviceConfig {
-    pub id: String,
-    pub profile: String,
-    pub port: Option<PathBuf>,
-    pub usb: Option<UsbMatch>,
-    pub baud: Option<u32>,
-    pub link_timeout: Option<Duration>,
-}
-#[derive(Debug, Clone)]
-pub struct UsbMatch {
-    pub vid: u16,
-    pub pid: u16,
-    pub serial: Option<String>,
-}
-#[derive(Debug, Clone)]
-pub struct StatusPayloads {
-    pub online: String,
-    pub offline: String,
-    pub debounce: Duration,
-}
-#[derive(Debug, Clone)]
-pub struct HealthConfig {
-    pub interval: Duration,
-}
-#[derive(Debug, Clone)]
-pub struct CommandsConfig {
-    pub queue_limit: usize,
-    pub id_window: usize,
-    pub id_ttl: Duration,
-    pub max_payload: usize,
+
+fn parse_error(e: serde_yaml::Error, path: &Path) -> ConfigErrors {
+    let mut message = e.to_string();
+    let (line, column) = match e.location() {
+        Some(l) => {
+            // The position goes in front, as in every other error.
+            let suffix = format!(" at line {} column {}", l.line(), l.column());
+            if let Some(i) = message.find(&suffix) {
+                message.replace_range(i..i + suffix.len(), "");
+            }
+            (l.line(), l.column())
+        }
+        None => (0, 0),
+    };
+    ConfigErrors(vec![ConfigError {
+        path: path.to_owned(),
+        line,
+        column,
+        message,
+    }])
 }
