@@ -100,7 +100,13 @@ pub fn unknown_code(code: u64, size: usize) -> String {
     format!("code_0x{code:0width$x}", width = 2 * size)
 }
 
+/// Rounds away binary noise of decimal scales (3 * 0.1 = 0.30000000000000004).
 fn number(v: f64) -> Value {
+    let v = if v.abs() < 1e9 {
+        (v * 1e6).round() / 1e6
+    } else {
+        v
+    };
     if v.fract() == 0.0 && v.abs() < 9.0e15 {
         Value::from(v as i64)
     } else {

@@ -146,3 +146,60 @@ fn loading_never_panics_on_odd_input() {
         .to_string();
     assert!(missing.starts_with("/nonexistent/x.yaml: cannot read"));
 }
+
+fn fixture(name: &str) -> Profile {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/profiles");
+    Profile::resolve(&dir, name).unwrap()
+}
+
+#[test]
+fn fixture_profiles_load_and_work() {
+    use serde_json::json;
+    let modbus = fixture("modbus-rtu");
+    assert_eq!(modbus.link.poll_requests.len(), 1);
+    let body = crate::codec::hex::decode("06 00 D7 FF 9C 00 05").unwrap();
+    let v = modbus.message("cooler").unwrap().decode(&body).unwrap();
+    assert_eq!(
+        Value::Object(v),
+        json!({"temperature": 21.5, "setpoint": -10, "alarms": ["door_open", "sensor_fault"]})
+    );
+    let set = modbus.command("set_setpoint").unwrap();
+    assert_eq!(
+        set.encode(json!({"celsius": 4.5}).as_object().unwrap())
+            .unwrap(),
+        [0, 1, 0, 45]
+    );
+
+    let stx = fixture("stx-etx-dle.yaml");
+    let clock = stx
+        .message("clock")
+        .unwrap()
+        .decode(&crate::codec::hex::decode("20261122093005 00001234").unwrap());
+    assert_eq!(clock.unwrap()["serial"], json!(1234));
+    assert!(stx
+        .message("clock")
+        .unwrap()
+        .decode(&[0x20, 0x26, 0x13, 0x22, 0, 0, 0, 0, 0, 0, 0])
+        .is_err());
+
+    let line = fixture("ascii-line");
+    let v = line.message("vend").unwrap().decode(b"12,OK").unwrap();
+    assert_eq!(Value::Object(v), json!({"selection": 12, "result": "OK"}));
+    let v = line
+        .message("temperature")
+        .unwrap()
+        .decode(b"21.5,OK")
+        .unwrap();
+    assert_eq!(v["celsius"], json!(21.5));
+    assert!(line
+        .message("temperature")
+        .unwrap()
+        .decode(b"warm,OK")
+        .is_err());
+    let vend = line.command("vend").unwrap();
+    assert_eq!(
+        vend.encode(json!({"selection": 7}).as_object().unwrap())
+            .unwrap(),
+        b"7"
+    );
+}
