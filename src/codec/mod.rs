@@ -12,6 +12,7 @@ pub mod hex;
 mod tests;
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -59,14 +60,15 @@ pub struct CodecStats {
 
 #[derive(Clone, Debug)]
 pub struct FrameCodec {
-    framing: Framing,
+    // Shared so `decode` can borrow it while updating the stats.
+    framing: Arc<Framing>,
     stats: CodecStats,
 }
 
 impl FrameCodec {
     pub fn new(framing: &Framing) -> FrameCodec {
         FrameCodec {
-            framing: framing.clone(),
+            framing: Arc::new(framing.clone()),
             stats: CodecStats::default(),
         }
     }
@@ -218,8 +220,8 @@ impl Decoder for FrameCodec {
     type Error = io::Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> io::Result<Option<Frame>> {
-        let kind = self.framing.kind.clone();
-        let frame = match &kind {
+        let framing = Arc::clone(&self.framing);
+        let frame = match &framing.kind {
             FramingKind::Binary(b) if b.silence.is_some() => {
                 let excess = buf.len().saturating_sub(self.framing.max_frame);
                 if excess > 0 {

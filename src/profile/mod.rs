@@ -4,6 +4,7 @@
 
 mod compile;
 mod compile_fields;
+mod encode;
 mod error;
 mod fields;
 mod message;

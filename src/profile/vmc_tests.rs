@@ -302,3 +302,24 @@ fn argument_errors_name_the_field() {
         .starts_with("elevator: must be true or false"));
     assert!(arg_error("status", json!({"x": 1})).contains("takes no arguments"));
 }
+
+#[test]
+fn simulator_side_encodes_messages_and_rejects_far_dates() {
+    let p = vmc();
+    let m = p.message("money_collected").unwrap();
+    assert_eq!(
+        m.encode(&args(json!({"mode": "coin", "amount": 100})))
+            .unwrap(),
+        bytes("02 00 00 00 64")
+    );
+    let d = p.message("dispense").unwrap();
+    assert_eq!(
+        d.encode(&args(json!({"status": "code_0x05", "selection": 11})))
+            .unwrap(),
+        bytes("05 00 0B")
+    );
+    assert!(
+        arg_error("set_time", json!({"time": "9999-12-31T23:59:59-12:00"})).starts_with("time:")
+            || chrono::Local::now().offset().local_minus_utc() < 12 * 3600
+    );
+}
