@@ -214,3 +214,25 @@ fn ascii_line_vend_event_end_to_end() {
         serde_json::json!({"selection": 12, "result": "OK"})
     );
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// Damaged profiles give a located error, never a panic.
+    #[test]
+    fn damaged_profiles_never_panic(at in 0usize..6000, len in 0usize..40, insert in "[ :\\-\\[\\]{}a-z0-9\n]{0,8}") {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(PROFILES[0]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut chars: Vec<char> = text.chars().collect();
+        let at = at % chars.len();
+        let end = (at + len).min(chars.len());
+        chars.splice(at..end, insert.chars());
+        let damaged: String = chars.into_iter().collect();
+        if let Err(e) = Profile::from_str(&damaged, Path::new("vmc.yaml")) {
+            let msg = e.to_string();
+            let mut parts = msg.splitn(4, ':');
+            prop_assert_eq!(parts.next(), Some("vmc.yaml"));
+            prop_assert!(parts.next().is_some_and(|l| l.parse::<usize>().is_ok()), "{}", msg);
+            prop_assert!(parts.next().is_some_and(|c| c.parse::<usize>().is_ok()), "{}", msg);
+        }
+    }
+}
