@@ -55,7 +55,7 @@ on_command:
 }
 
 struct Rig {
-    broker: Broker,
+    _broker: Broker,
     board: TestBoard,
     gateway: Gateway,
     client: Client,
@@ -69,7 +69,7 @@ async fn rig(script: Script) -> Rig {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_yaml(broker.port, &dir.path().join("store"), &[("vm-001", &board.path)]);
     let gateway = Gateway::start(dir.path(), &config);
-    let mut rig = Rig { broker, board, gateway, client, _dir: dir };
+    let mut rig = Rig { _broker: broker, board, gateway, client, _dir: dir };
     rig.client.expect_status("vm-001", "online", SECS(10)).await;
     rig
 }

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::broker;
 use crate::gateway::Gateway;
 use crate::profile::Profile;
-use crate::sim::{pty_pair, Board, Script};
+use crate::sim::{pty_pair, Board};
 
 const PROFILE: &str = "vmc-upper-computer";
 const MACHINE: &str = "vm-001";
@@ -45,13 +45,7 @@ pub async fn demo(port: u16, profiles_dir: &Path) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let script = match Script::from_profile_file(&profile.path) {
-        Ok(script) => script,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_CONFIG;
-        }
-    };
+    let script = profile.simulator.clone();
     let (board_end, gateway_end, tty) = match pty_pair() {
         Ok(pair) => pair,
         Err(e) => {

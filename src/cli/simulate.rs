@@ -18,13 +18,7 @@ pub async fn simulate(name: &str, dir: &Path, port: Option<&Path>, pty: bool) ->
             return EXIT_CONFIG;
         }
     };
-    let script = match Script::from_profile_file(&profile.path) {
-        Ok(script) => script,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_CONFIG;
-        }
-    };
+    let script = profile.simulator.clone();
     let (task, handle) = match (port, pty) {
         (Some(path), _) => match open_port(path, profile.serial.baud, &profile.serial) {
             Ok(port) => start(profile, script, port),

@@ -21,6 +21,7 @@ fn rules() -> LinkRules {
             max: 255,
             dedupe: true,
         }),
+        poll_requests: Vec::new(),
         poll_interval_command: Some(PollIntervalCommand {
             command: "set_poll_interval".into(),
             arg: "interval_ms".into(),

@@ -181,8 +181,8 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
             .collect();
         for i in due {
             self.next_periodic[i] = now + self.script.periodic[i].every;
-            let send = self.script.periodic[i].send.clone();
-            self.queue_message(&send.send, &send.values);
+            let periodic = self.script.periodic[i].clone();
+            self.queue_message(&periodic.send, &periodic.values);
         }
     }
 

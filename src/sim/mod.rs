@@ -7,7 +7,7 @@ mod board;
 mod script;
 
 pub use board::{Board, BoardEvent, BoardHandle, Control};
-pub use script::{Periodic, Script, ScriptError, Send};
+pub use script::{Periodic, Script, Send};
 
 /// A pseudo-terminal pair: the device side's end, and the path the gateway
 /// opens. The second end is kept open so the first does not see a hang-up

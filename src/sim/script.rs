@@ -19,7 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Script {
     /// Messages the device sends on its own, each at its own interval.
@@ -30,16 +30,19 @@ pub struct Script {
     pub on_command: BTreeMap<String, Vec<Send>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Periodic {
     #[serde(with = "humantime_serde_compat")]
     pub every: Duration,
-    #[serde(flatten)]
-    pub send: Send,
+    /// A message name of the profile.
+    pub send: String,
+    /// Its field values (JSON names; enums by name).
+    #[serde(default)]
+    pub values: Map<String, Value>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Send {
     /// A message name of the profile.
@@ -91,33 +94,5 @@ mod tests {
         let values = script.on_command["buy"][0].render(&args);
         assert_eq!(values["selection"], 11);
         assert_eq!(values["status"], "success");
-    }
-}
-
-/// Why a profile's `simulator:` section cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{path}: simulator section: {message}")]
-pub struct ScriptError {
-    pub path: String,
-    pub message: String,
-}
-
-impl Script {
-    /// Reads the `simulator:` section of a profile file; a profile without
-    /// one simulates the link alone.
-    pub fn from_profile_file(path: &std::path::Path) -> Result<Script, ScriptError> {
-        let error = |message: String| ScriptError {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
-        let value: serde_yaml::Value =
-            serde_yaml::from_str(&text).map_err(|e| error(e.to_string()))?;
-        match value.get("simulator") {
-            None => Ok(Script::default()),
-            Some(section) => {
-                serde_yaml::from_value(section.clone()).map_err(|e| error(e.to_string()))
-            }
-        }
     }
 }

@@ -333,7 +333,7 @@ pub fn vmc_profile() -> Arc<Profile> {
 }
 
 pub fn vmc_script() -> Script {
-    Script::from_profile_file(&vmc_profile().path).expect("script")
+    vmc_profile().simulator.clone()
 }
 
 impl TestBoard {
