@@ -44,7 +44,10 @@ fn check_accepts_a_valid_config_and_its_profile() {
 
 #[test]
 fn check_names_line_and_column_of_a_config_mistake() {
-    let dir = setup(&VALID.replace("  url: mqtt://127.0.0.1\n", "  url: mqtt://127.0.0.1\n  keepalive: 30s\n"));
+    let dir = setup(&VALID.replace(
+        "  url: mqtt://127.0.0.1\n",
+        "  url: mqtt://127.0.0.1\n  keepalive: 30s\n",
+    ));
     let config = dir.path().join("config.yaml");
     let out = vendgate(&["check", "-c", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));

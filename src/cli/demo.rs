@@ -10,8 +10,8 @@ use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
 use tracing::error;
 
 use super::{shutdown_signal, EXIT_CONFIG, EXIT_FATAL};
-use crate::config::Config;
 use crate::broker;
+use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::profile::Profile;
 use crate::sim::{pty_pair, Board};

@@ -94,6 +94,7 @@ impl Router {
     }
 
     fn judge(&self, publish: &Publish, in_batch: &HashSet<String>, accepted_now: usize) -> Verdict {
+        debug!(machine = %self.machine, topic = %publish.topic, retain = publish.retain, bytes = publish.payload.len(), "command publish");
         let config = &self.config;
         let Some(command) = config.topics.command_of(
             &publish.topic,

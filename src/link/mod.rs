@@ -229,7 +229,7 @@ impl Link {
                 }
             };
         }
-        let Some(rule) = self.rules.sequence.clone() else {
+        let Some(rule) = self.rules.sequence else {
             return Received::Data {
                 code: frame.code,
                 seq: None,

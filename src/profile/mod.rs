@@ -230,19 +230,40 @@ fn compile_profile(def: &schema::ProfileDef, path: &Path) -> Sem<Profile> {
     let simulator = def.simulator.clone().unwrap_or_default();
     for (i, periodic) in simulator.periodic.iter().enumerate() {
         if !messages.iter().any(|m| m.name == periodic.send) {
-            let p: Vec<Seg> = vec!["simulator".into(), "periodic".into(), i.into(), "send".into()];
-            return sem(&p, format!("no message named {} in this profile", periodic.send));
+            let p: Vec<Seg> = vec![
+                "simulator".into(),
+                "periodic".into(),
+                i.into(),
+                "send".into(),
+            ];
+            return sem(
+                &p,
+                format!("no message named {} in this profile", periodic.send),
+            );
         }
     }
     for (command, sends) in &simulator.on_command {
         if !commands.iter().any(|c| &c.name == command) {
-            let p: Vec<Seg> = vec!["simulator".into(), "on_command".into(), command.as_str().into()];
+            let p: Vec<Seg> = vec![
+                "simulator".into(),
+                "on_command".into(),
+                command.as_str().into(),
+            ];
             return sem(&p, format!("no command named {command} in this profile"));
         }
         for (i, send) in sends.iter().enumerate() {
             if !messages.iter().any(|m| m.name == send.send) {
-                let p: Vec<Seg> = vec!["simulator".into(), "on_command".into(), command.as_str().into(), i.into(), "send".into()];
-                return sem(&p, format!("no message named {} in this profile", send.send));
+                let p: Vec<Seg> = vec![
+                    "simulator".into(),
+                    "on_command".into(),
+                    command.as_str().into(),
+                    i.into(),
+                    "send".into(),
+                ];
+                return sem(
+                    &p,
+                    format!("no message named {} in this profile", send.send),
+                );
             }
         }
     }

@@ -17,8 +17,19 @@ pub fn pty_pair() -> std::io::Result<(
     tokio_serial::SerialStream,
     String,
 )> {
+    use std::os::fd::AsRawFd;
     use tokio_serial::SerialPort;
     let (master, slave) = tokio_serial::SerialStream::pair().map_err(std::io::Error::other)?;
+    // serialport opens both ends without O_CLOEXEC: a gateway started as a
+    // child process would inherit the device end and keep the pty alive
+    // after the simulated device goes away.
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: fcntl on a file descriptor we own; no memory is involved.
+        let ok = unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) } == 0;
+        if !ok {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
     let path = slave
         .name()
         .ok_or_else(|| std::io::Error::other("the pseudo-terminal has no name"))?;

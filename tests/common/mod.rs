@@ -30,7 +30,10 @@ pub fn free_port() -> u16 {
 fn wait_for_port(port: u16) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "broker did not start on port {port}");
+        assert!(
+            Instant::now() < deadline,
+            "broker did not start on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -43,10 +46,14 @@ pub struct Broker {
 }
 
 fn mosquitto_path() -> Option<PathBuf> {
-    ["/usr/sbin/mosquitto", "/usr/bin/mosquitto", "/usr/local/sbin/mosquitto"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 impl Broker {
@@ -56,7 +63,11 @@ impl Broker {
     pub fn start() -> Broker {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
-        let mut broker = Broker { port, child: None, dir };
+        let mut broker = Broker {
+            port,
+            child: None,
+            dir,
+        };
         if mosquitto_path().is_some() {
             broker.start_mosquitto();
         } else {
@@ -79,7 +90,10 @@ impl Broker {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
-            format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n", self.port),
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+                self.port
+            ),
         )
         .expect("write mosquitto.conf");
         let log = std::fs::File::create(self.dir.path().join("mosquitto.log")).expect("log");
@@ -129,7 +143,9 @@ pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> 
         repo().join("device-profiles").display()
     );
     for (id, port) in devices {
-        text.push_str(&format!("  - id: {id}\n    profile: vmc-upper-computer\n    port: {port}\n"));
+        text.push_str(&format!(
+            "  - id: {id}\n    profile: vmc-upper-computer\n    port: {port}\n"
+        ));
     }
     text
 }
@@ -181,7 +197,10 @@ impl Gateway {
     /// SIGTERM, and the exit status.
     pub fn terminate(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             if let Ok(Some(status)) = child.try_wait() {
@@ -264,7 +283,11 @@ impl Client {
         tokio::time::timeout(Duration::from_secs(10), subscribed_rx.recv())
             .await
             .expect("subscribed");
-        Client { client, rx, seen: Vec::new() }
+        Client {
+            client,
+            rx,
+            seen: Vec::new(),
+        }
     }
 
     pub async fn publish(&self, topic: &str, payload: impl Into<Vec<u8>>, retain: bool) {
@@ -275,7 +298,12 @@ impl Client {
     }
 
     /// The next message (seen before or arriving) matching `pred`.
-    pub async fn expect(&mut self, within: Duration, what: &str, pred: impl Fn(&Msg) -> bool) -> Msg {
+    pub async fn expect(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Msg) -> bool,
+    ) -> Msg {
         if let Some(i) = self.seen.iter().position(&pred) {
             return self.seen.remove(i);
         }
@@ -286,7 +314,10 @@ impl Client {
                 Ok(Some(msg)) => self.seen.push(msg),
                 _ => panic!(
                     "no {what} within {within:?}; seen: {:#?}",
-                    self.seen.iter().map(|m| format!("{} {}", m.topic, m.payload)).collect::<Vec<_>>()
+                    self.seen
+                        .iter()
+                        .map(|m| format!("{} {}", m.topic, m.payload))
+                        .collect::<Vec<_>>()
                 ),
             }
         }
@@ -303,15 +334,23 @@ impl Client {
 
     pub async fn expect_status(&mut self, machine: &str, payload: &str, within: Duration) {
         let topic = format!("vending/{machine}/status");
-        self.expect(within, &format!("{topic} = {payload}"), |m| m.topic == topic && m.payload == payload)
-            .await;
+        self.expect(within, &format!("{topic} = {payload}"), |m| {
+            m.topic == topic && m.payload == payload
+        })
+        .await;
     }
 
-    pub async fn expect_result(&mut self, machine: &str, command: &str, id: &str, within: Duration) -> Value {
+    pub async fn expect_result(
+        &mut self,
+        machine: &str,
+        command: &str,
+        id: &str,
+        within: Duration,
+    ) -> Value {
         let topic = format!("vending/{machine}/cmd/{command}/result");
         let id = id.to_owned();
         self.expect(within, &format!("result of {id} on {topic}"), |m| {
-            m.topic == topic && m.json()["id"] == Value::from(id.as_str())
+            m.topic == topic && m.json()["id"] == id.as_str()
         })
         .await
         .json()
@@ -329,7 +368,9 @@ pub struct TestBoard {
 }
 
 pub fn vmc_profile() -> Arc<Profile> {
-    Arc::new(Profile::resolve(&repo().join("device-profiles"), "vmc-upper-computer").expect("profile"))
+    Arc::new(
+        Profile::resolve(&repo().join("device-profiles"), "vmc-upper-computer").expect("profile"),
+    )
 }
 
 pub fn vmc_script() -> Script {
@@ -351,23 +392,39 @@ impl TestBoard {
     }
 
     pub async fn send(&self, message: &str, values: Value) {
-        let Value::Object(values) = values else { panic!("values must be an object") };
+        let Value::Object(values) = values else {
+            panic!("values must be an object")
+        };
         self.control
-            .send(Control::Send { message: message.into(), values })
+            .send(Control::Send {
+                message: message.into(),
+                values,
+            })
             .await
             .expect("board alive");
     }
 
     pub async fn raw(&self, bytes: Vec<u8>) {
-        self.control.send(Control::Raw(bytes)).await.expect("board alive");
+        self.control
+            .send(Control::Raw(bytes))
+            .await
+            .expect("board alive");
     }
 
     pub async fn polling(&self, on: bool) {
-        self.control.send(Control::Polling(on)).await.expect("board alive");
+        self.control
+            .send(Control::Polling(on))
+            .await
+            .expect("board alive");
     }
 
     /// Waits for a board event matching `pred`.
-    pub async fn expect(&mut self, within: Duration, what: &str, pred: impl Fn(&BoardEvent) -> bool) -> BoardEvent {
+    pub async fn expect(
+        &mut self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&BoardEvent) -> bool,
+    ) -> BoardEvent {
         if let Some(i) = self.seen.iter().position(&pred) {
             return self.seen.remove(i);
         }
