@@ -12,11 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{Map, Value};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, warn};
 
-use super::{CommandResult, Status};
+use super::{parse, CommandResult, Status};
 use crate::config::{Config, TopicVars, TopicsConfig};
 use crate::device::QueuedCommand;
 use crate::mqtt::Publish;
@@ -105,95 +104,39 @@ impl Router {
             debug!(topic = %publish.topic, "not a command topic");
             return Verdict::Ignore;
         };
-        let reject = |id: Option<&str>, error: String| {
-            Verdict::Reply(
-                command.clone(),
-                CommandResult::error(id, Status::Rejected, error),
-            )
+        let envelope = match parse::envelope(
+            &publish.payload,
+            publish.retain,
+            config.commands.max_payload,
+        ) {
+            Ok(envelope) => envelope,
+            Err(result) => return Verdict::Reply(command, result),
         };
-        let limit = config.commands.max_payload;
-        if publish.payload.len() > limit {
-            return reject(
-                None,
-                format!(
-                    "the payload is {} bytes; commands are limited to {limit} bytes",
-                    publish.payload.len()
-                ),
-            );
-        }
-        let object = match serde_json::from_slice::<Value>(&publish.payload) {
-            Ok(Value::Object(object)) => object,
-            Ok(_) => return reject(None, "the payload must be a JSON object".into()),
-            Err(e) => return reject(None, format!("the payload is not valid JSON: {e}")),
-        };
-        let id = match object.get("id") {
-            Some(Value::String(id)) if (1..=64).contains(&id.chars().count()) => id.clone(),
-            Some(Value::String(_)) => return reject(None, "id: must be 1 to 64 characters".into()),
-            Some(_) => return reject(None, "id: must be a string".into()),
-            None => return reject(None, "id: missing; every command needs a unique id".into()),
-        };
-        if publish.retain {
-            return reject(
-                Some(&id),
-                "retained commands are not executed; publish commands without the retain flag"
-                    .into(),
-            );
-        }
+        let id = envelope.id.clone();
         if let Some(duplicate) = self.duplicate(&id, in_batch) {
             return Verdict::Reply(command, duplicate);
         }
-        let expires_at = match object.get("expires_at") {
-            None => None,
-            Some(Value::String(text)) => match chrono::DateTime::parse_from_rfc3339(text) {
-                Ok(at) => Some(at.with_timezone(&chrono::Utc)),
-                Err(e) => {
-                    return reject(Some(&id), format!("expires_at: not an RFC 3339 time: {e}"))
-                }
-            },
-            Some(_) => return reject(Some(&id), "expires_at: must be an RFC 3339 string".into()),
+        let parsed = match parse::body(&self.profile, &command, envelope, chrono::Utc::now()) {
+            Ok(parsed) => parsed,
+            Err(result) => return Verdict::Reply(command, result),
         };
-        if expires_at.is_some_and(|at| at <= chrono::Utc::now()) {
+        let queued = self.queued.load(Ordering::SeqCst) + accepted_now;
+        if queued >= config.commands.queue_limit {
             return Verdict::Reply(
                 command,
                 CommandResult::error(
                     Some(&id),
-                    Status::Expired,
-                    "expires_at has passed; the command was not executed",
+                    Status::Busy,
+                    format!("the machine's command queue is full ({queued} commands); nothing was queued, retry later"),
                 ),
             );
         }
-        let Some(def) = self.profile.command(&command) else {
-            let known: Vec<&str> = self
-                .profile
-                .commands()
-                .iter()
-                .map(|c| c.name.as_str())
-                .collect();
-            return reject(
-                Some(&id),
-                format!(
-                    "unknown command `{command}`; this machine accepts: {}",
-                    known.join(", ")
-                ),
-            );
-        };
-        let body = match def.encode(&object) {
-            Ok(body) => body,
-            Err(e) => return reject(Some(&id), e.to_string()),
-        };
-        let queued = self.queued.load(Ordering::SeqCst) + accepted_now;
-        if queued >= config.commands.queue_limit {
-            return Verdict::Reply(command, CommandResult::error(Some(&id), Status::Busy, format!("the machine's command queue is full ({queued} commands); nothing was queued, retry later")));
-        }
-        let mut args: Map<String, Value> = object;
-        args.remove("id");
-        args.remove("expires_at");
         Verdict::Accept(QueuedCommand {
             id,
-            def: def.clone(),
-            body,
-            args,
-            expires_at,
+            def: parsed.def,
+            body: parsed.body,
+            args: parsed.args,
+            expires_at: parsed.expires_at,
             accepted: Instant::now(),
             accepted_ms: chrono::Utc::now().timestamp_millis(),
         })
