@@ -216,21 +216,28 @@ impl Device {
         if down_long {
             self.fail_current_offline();
         }
-        let mut keep = std::collections::VecDeque::with_capacity(self.queue.len());
-        while let Some(cmd) = self.dequeue() {
+        let offline = |cmd: &QueuedCommand| {
+            down_long && now.saturating_duration_since(cmd.accepted) >= OFFLINE_WAIT
+        };
+        if !self.queue.iter().any(|cmd| expired(cmd) || offline(cmd)) {
+            return;
+        }
+        let (done, keep): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queue)
+            .into_iter()
+            .partition(|cmd| expired(cmd) || offline(cmd));
+        self.queue = keep.into();
+        self.ctx.queued.fetch_sub(done.len(), std::sync::atomic::Ordering::SeqCst);
+        for cmd in done {
             if expired(&cmd) {
                 self.finish(cmd, CommandResult::error(None, Status::Expired, EXPIRED));
-            } else if down_long && now.saturating_duration_since(cmd.accepted) >= OFFLINE_WAIT {
-                let error = format!("the machine's link is down and did not return within {}s; the command was not sent", OFFLINE_WAIT.as_secs());
-                self.finish(cmd, CommandResult::error(None, Status::Offline, error));
             } else {
-                keep.push_back(cmd);
+                let error = format!(
+                    "the machine's link is down and did not return within {}s; the command was not sent",
+                    OFFLINE_WAIT.as_secs()
+                );
+                self.finish(cmd, CommandResult::error(None, Status::Offline, error));
             }
         }
-        self.ctx
-            .queued
-            .fetch_add(keep.len(), std::sync::atomic::Ordering::SeqCst);
-        self.queue = keep;
     }
 
     fn fail_current_offline(&mut self) {
