@@ -96,3 +96,130 @@ fn run_exits_2_on_a_missing_profile() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("no-such-profile"), "{}", stderr(&out));
 }
+
+/// Lines of a child's stdout, readable with a timeout.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for_line(
+    rx: &std::sync::mpsc::Receiver<String>,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if pred(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no {what} on stdout; saw:\n{}", seen.join("\n"));
+}
+
+fn interrupt(child: &mut std::process::Child) -> Option<i32> {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while std::time::Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    None
+}
+
+#[test]
+fn demo_shows_the_whole_product_and_exits_0_on_ctrl_c() {
+    let port = common::free_port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vendgate"))
+        .args(["demo", "--port", &port.to_string()])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("demo");
+    let lines = stdout_lines(&mut child);
+    wait_for_line(&lines, "machine online", |l| {
+        l.contains("vending/vm-001/status") && l.ends_with("online")
+    });
+    wait_for_line(&lines, "buy result", |l| {
+        l.contains("vending/vm-001/cmd/buy/result") && l.contains("\"ok\"")
+    });
+    wait_for_line(&lines, "dispense event", |l| {
+        l.contains("vending/vm-001/event/dispense") && l.contains("success")
+    });
+    assert_eq!(interrupt(&mut child), Some(0));
+}
+
+#[test]
+fn simulate_pty_plays_the_board_for_a_real_gateway() {
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_vendgate"))
+        .args([
+            "simulate",
+            "--profile",
+            "vmc-upper-computer",
+            "--pty",
+            "--profiles-dir",
+        ])
+        .arg(repo().join("device-profiles"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("simulate");
+    let lines = stdout_lines(&mut sim);
+    let path = wait_for_line(&lines, "pty path", |l| l.starts_with("/dev/"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let broker = common::Broker::start();
+        let mut client = common::Client::connect(broker.port, "vending/#").await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config =
+            common::config_yaml(broker.port, &dir.path().join("store"), &[("vm-001", &path)]);
+        let _gateway = common::Gateway::start(dir.path(), &config);
+        let secs = std::time::Duration::from_secs;
+        client.expect_status("vm-001", "online", secs(10)).await;
+        client
+            .expect(secs(10), "periodic selection telemetry", |m| {
+                m.topic == "vending/vm-001/telemetry/selection"
+            })
+            .await;
+        client
+            .publish(
+                "vending/vm-001/cmd/buy",
+                r#"{"id":"s-1","selection":12}"#,
+                false,
+            )
+            .await;
+        assert_eq!(
+            client.expect_result("vm-001", "buy", "s-1", secs(5)).await["status"],
+            "ok"
+        );
+        let dispense = client
+            .expect(secs(5), "dispense success", |m| {
+                m.topic == "vending/vm-001/event/dispense" && m.json()["status"] == "success"
+            })
+            .await;
+        assert_eq!(dispense.json()["selection"], 12);
+    });
+    assert_eq!(interrupt(&mut sim), Some(0));
+}
