@@ -81,6 +81,9 @@ async fn rig(script: Script) -> Rig {
         _dir: dir,
     };
     rig.client.expect_status("vm-001", "online", SECS(10)).await;
+    rig.client
+        .seen
+        .retain(|m| m.topic != "vending/vm-001/status");
     rig
 }
 

@@ -226,7 +226,9 @@ impl Device {
             .into_iter()
             .partition(|cmd| expired(cmd) || offline(cmd));
         self.queue = keep.into();
-        self.ctx.queued.fetch_sub(done.len(), std::sync::atomic::Ordering::SeqCst);
+        self.ctx
+            .queued
+            .fetch_sub(done.len(), std::sync::atomic::Ordering::SeqCst);
         for cmd in done {
             if expired(&cmd) {
                 self.finish(cmd, CommandResult::error(None, Status::Expired, EXPIRED));

@@ -54,6 +54,7 @@ pub(super) struct Device {
     pub next_token: u64,
     /// Since when the link is down (for the `offline` command results).
     pub down_since: Option<Instant>,
+    started: Instant,
     /// Data frames whose publications are being made durable: the board
     /// retransmits them while it waits for our ACK; they are not new.
     persisting: HashSet<(FrameCode, Option<u8>)>,
@@ -143,6 +144,7 @@ impl Device {
             current: None,
             next_token: 1,
             down_since: Some(Instant::now()),
+            started: Instant::now(),
             persisting: HashSet::new(),
             last_rx: None,
             writing: None,
@@ -208,7 +210,10 @@ impl Device {
                     self.after_commit_offline(purposes, result);
                 }
                 Some(cmd) = self.ctx.commands.recv() => self.queue.push_back(cmd),
-                _ = ticker.tick() => self.check_deadlines(Instant::now()),
+                _ = ticker.tick() => {
+                    self.settle_startup(Instant::now());
+                    self.check_deadlines(Instant::now());
+                }
             }
         }
     }
@@ -499,6 +504,7 @@ impl Device {
 
     async fn on_tick(&mut self, port: &mut SerialStream) -> std::io::Result<()> {
         let now = Instant::now();
+        self.settle_startup(now);
         if self.link.tick(now) == Some(Change::Down) {
             warn!(machine = %self.machine, after = ?self.link.down_after(), "link down: no valid frame");
             self.down_since = Some(now);
@@ -508,6 +514,22 @@ impl Device {
         self.collect_gave_up();
         self.advance_queue();
         self.write_unprompted(port).await
+    }
+
+    /// A port that opened but stays silent never produces a link-down
+    /// transition: after one link-down period from the start, the machine
+    /// is reported `offline` so its status is known.
+    fn settle_startup(&mut self, now: Instant) {
+        let starting = matches!(
+            &*self.ctx.availability.borrow(),
+            Availability::Offline {
+                reason: OfflineReason::Starting,
+                ..
+            }
+        );
+        if starting && now.saturating_duration_since(self.started) >= self.link.down_after() {
+            self.set_availability(Availability::offline(OfflineReason::LinkLost));
+        }
     }
 
     fn port_lost(&mut self) {

@@ -61,7 +61,8 @@ pub enum OfflineReason {
     GatewayLost,
     /// Clean shutdown.
     Shutdown,
-    /// Not yet known: the gateway just started.
+    /// Not yet known: the gateway just started. Never published; the device
+    /// task replaces it within one link-down period.
     Starting,
 }
 

@@ -221,6 +221,17 @@ impl Sender {
             Some(status) => status.clone(),
             None => self.availability.borrow().clone(),
         };
+        if matches!(
+            availability,
+            Availability::Offline {
+                reason: OfflineReason::Starting,
+                ..
+            }
+        ) {
+            // Not known yet: the retained status (the will, or the last
+            // shutdown's `offline`) stands until the device task knows.
+            return;
+        }
         let payload = status_payload(&self.config, &availability);
         let item = OutItem {
             topic: self.spec.status_topic.clone(),
