@@ -91,8 +91,12 @@ impl Broker {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
             &conf,
+            // max_queued_messages 0: Mosquitto's default (1000 per client)
+            // silently drops QoS 1 commands that queue up while a loaded
+            // machine's gateway works through a 10,000-command flood; a
+            // production broker facing such floods needs the same setting.
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\n",
+                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n",
                 self.port
             ),
         )
