@@ -16,7 +16,7 @@ use super::QueuedCommand;
 use crate::command::{CommandResult, Status};
 use crate::config::{TopicVars, TopicsConfig};
 use crate::profile::{Completion, LinkMode};
-use crate::store::{CommandPhase, CommandRecord, Op, OutItem};
+use crate::store::{CommandPhase, CommandRecord, ItemClass, Op, OutItem};
 
 /// How long a command waits for a machine whose link is down before its
 /// result is `offline`.
@@ -226,7 +226,9 @@ impl Device {
             .into_iter()
             .partition(|cmd| expired(cmd) || offline(cmd));
         self.queue = keep.into();
-        self.ctx.queued.fetch_sub(done.len(), std::sync::atomic::Ordering::SeqCst);
+        self.ctx
+            .queued
+            .fetch_sub(done.len(), std::sync::atomic::Ordering::SeqCst);
         for cmd in done {
             if expired(&cmd) {
                 self.finish(cmd, CommandResult::error(None, Status::Expired, EXPIRED));
@@ -288,6 +290,7 @@ impl Device {
                     payload: json.clone().into_bytes(),
                     qos: 1,
                     retain: false,
+                    class: ItemClass::Result,
                 },
             },
             Op::PutCommand {

@@ -70,6 +70,42 @@ pub struct OutItem {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
+    /// Decides which items go first when the outbox is over its size cap.
+    pub class: ItemClass,
+}
+
+/// What an outbox item is, in the order items are dropped when the outbox is over
+/// its size cap: all telemetry first (a newer reading replaces it), then command
+/// results (the caller can ask again), events last (they are money).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemClass {
+    Telemetry,
+    Result,
+    Event,
+}
+
+impl ItemClass {
+    /// Drop order: lowest priority first.
+    pub const DROP_ORDER: [ItemClass; 3] =
+        [ItemClass::Telemetry, ItemClass::Result, ItemClass::Event];
+
+    /// The byte stored in the item encoding and the class index.
+    pub(crate) fn as_u8(self) -> u8 {
+        match self {
+            ItemClass::Telemetry => 0,
+            ItemClass::Result => 1,
+            ItemClass::Event => 2,
+        }
+    }
+
+    pub(crate) fn from_u8(b: u8) -> Option<ItemClass> {
+        match b {
+            0 => Some(ItemClass::Telemetry),
+            1 => Some(ItemClass::Result),
+            2 => Some(ItemClass::Event),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

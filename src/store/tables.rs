@@ -6,7 +6,7 @@ use std::path::Path;
 use redb::TableDefinition;
 use serde::de::DeserializeOwned;
 
-use super::{OutItem, StoreError};
+use super::{ItemClass, OutItem, StoreError};
 
 /// `"next_outbox_id"` -> the next outbox id to hand out. Kept separately from the
 /// outbox itself so that ids are never reused, even once every item was acked.
@@ -34,19 +34,23 @@ pub(crate) const DONE_BY_AGE: TableDefinition<(&str, i64, &str), ()> =
 pub(crate) const DONE_COUNT: TableDefinition<&str, u64> =
     TableDefinition::new("commands_done_count");
 
-/// Version byte of the outbox encoding, so the layout can change without
-/// misreading old files.
+/// Version bytes of the outbox encoding, so the layout can change without
+/// misreading old files. V1 (no class byte) is still read: its items are events,
+/// the only thing stored in the outbox back then besides results, and treating a
+/// result as an event only makes it outlive telemetry a little longer.
 const OUT_V1: u8 = 1;
+const OUT_V2: u8 = 2;
 
-/// Compact binary form of an [`OutItem`]: version, qos, retain, topic length
+/// Compact binary form of an [`OutItem`]: version, class, qos, retain, topic length
 /// (u16 LE; MQTT caps topics at 65535 bytes), topic, payload. The outbox is written
 /// once per event, so this is the figure that matters for bytes-per-event.
 pub(crate) fn encode_out(item: &OutItem) -> Result<Vec<u8>, String> {
     let topic = item.topic.as_bytes();
     let len = u16::try_from(topic.len())
         .map_err(|_| format!("topic of {} bytes exceeds MQTT's 65535", topic.len()))?;
-    let mut out = Vec::with_capacity(5 + topic.len() + item.payload.len());
-    out.push(OUT_V1);
+    let mut out = Vec::with_capacity(6 + topic.len() + item.payload.len());
+    out.push(OUT_V2);
+    out.push(item.class.as_u8());
     out.push(item.qos);
     out.push(u8::from(item.retain));
     out.extend_from_slice(&len.to_le_bytes());
@@ -55,16 +59,34 @@ pub(crate) fn encode_out(item: &OutItem) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The class of an encoded item without decoding the rest, for acks and drops.
+pub(crate) fn class_of(bytes: &[u8]) -> Result<ItemClass, String> {
+    match bytes {
+        [OUT_V1, ..] => Ok(ItemClass::Event),
+        [OUT_V2, class, ..] => {
+            ItemClass::from_u8(*class).ok_or_else(|| format!("unknown item class {class}"))
+        }
+        [ver, ..] => Err(format!("unknown encoding version {ver}")),
+        [] => Err("empty record".into()),
+    }
+}
+
 pub(crate) fn decode_out(bytes: &[u8]) -> Result<OutItem, String> {
-    let [ver, qos, retain, l0, l1, rest @ ..] = bytes else {
+    let (class, body) = match bytes {
+        [OUT_V1, body @ ..] => (ItemClass::Event, body),
+        [OUT_V2, class, body @ ..] => (
+            ItemClass::from_u8(*class).ok_or_else(|| format!("unknown item class {class}"))?,
+            body,
+        ),
+        [ver, ..] => return Err(format!("unknown encoding version {ver}")),
+        [] => return Err("empty record".into()),
+    };
+    let [qos, retain, l0, l1, rest @ ..] = body else {
         return Err(format!(
-            "{} bytes is shorter than the 5-byte header",
+            "{} bytes is shorter than the item header",
             bytes.len()
         ));
     };
-    if *ver != OUT_V1 {
-        return Err(format!("unknown encoding version {ver}"));
-    }
     if *qos > 2 || *retain > 1 {
         return Err(format!("invalid qos {qos} or retain {retain}"));
     }
@@ -83,6 +105,7 @@ pub(crate) fn decode_out(bytes: &[u8]) -> Result<OutItem, String> {
         payload: payload.to_vec(),
         qos: *qos,
         retain: *retain == 1,
+        class,
     })
 }
 

@@ -10,6 +10,7 @@ fn item(n: u32) -> OutItem {
         payload: format!("{{\"n\":{n}}}").into_bytes(),
         qos: 1,
         retain: n % 2 == 0,
+        class: ItemClass::Event,
     }
 }
 
@@ -341,6 +342,7 @@ async fn a_bad_request_does_not_fail_its_batch_neighbours() {
         payload: vec![],
         qos: 1,
         retain: false,
+        class: ItemClass::Event,
     };
     let release = store.hold_writer();
     let s = store.clone();
@@ -501,7 +503,38 @@ fn outbox_encoding_round_trips_and_rejects_garbage() {
         &[2, 1, 0, 0, 0],
         &[1, 9, 0, 0, 0],
         &[1, 1, 0, 5, 0, b'a'],
+        &[2, 7, 1, 0, 0, 0],
+        &[2, 2, 1, 0, 0],
+        &[3, 2, 1, 0, 0, 0],
     ] {
         assert!(decode_out(bad).is_err(), "{bad:?}");
     }
+    for class in ItemClass::DROP_ORDER {
+        let it = OutItem { class, ..item(4) };
+        let bytes = encode_out(&it).unwrap();
+        assert_eq!(decode_out(&bytes).unwrap(), it);
+        assert_eq!(tables::class_of(&bytes).unwrap(), class);
+    }
+}
+
+/// Items written before the class existed (encoding version 1) still decode, as
+/// events: the class that is dropped last, so an upgrade can never lose them early.
+#[test]
+fn version_1_items_decode_as_events() {
+    // version, qos, retain, topic length (LE), topic, payload
+    let mut v1 = vec![1u8, 1, 1, 3, 0];
+    v1.extend_from_slice(b"a/b{\"n\":1}");
+    let expected = OutItem {
+        topic: "a/b".into(),
+        payload: b"{\"n\":1}".to_vec(),
+        qos: 1,
+        retain: true,
+        class: ItemClass::Event,
+    };
+    assert_eq!(decode_out(&v1).unwrap(), expected);
+    assert_eq!(tables::class_of(&v1).unwrap(), ItemClass::Event);
+    // Re-encoding writes the current version, one byte longer for the class.
+    let v2 = encode_out(&expected).unwrap();
+    assert_eq!(v2[0], 2);
+    assert_eq!(v2.len(), v1.len() + 1);
 }
