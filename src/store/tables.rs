@@ -12,9 +12,19 @@ use super::{ItemClass, OutItem, StoreError};
 /// outbox itself so that ids are never reused, even once every item was acked.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const NEXT_OUTBOX_ID: &str = "next_outbox_id";
+/// `"outbox_bytes"` -> total encoded size of all OUTBOX values, kept in step with
+/// every append, ack and drop so the size cap needs no scan. Its absence marks a
+/// database from before the cap; opening it builds this total and CLASS_INDEX once.
+pub(crate) const OUTBOX_BYTES: &str = "outbox_bytes";
+/// Items dropped by the size cap, per class, since the database was created.
+pub(crate) const DROPPED: [&str; 3] = ["dropped_telemetry", "dropped_results", "dropped_events"];
 
 /// (session, id) -> encoded [`OutItem`].
 pub(crate) const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// (class, id) -> session of every OUTBOX item, so the oldest item of a class
+/// (the next one the size cap drops) is the first entry of a range.
+pub(crate) const CLASS_INDEX: TableDefinition<(u8, u64), &str> =
+    TableDefinition::new("outbox_by_class");
 /// session -> number of items in OUTBOX, so `outbox_len` needs no scan.
 pub(crate) const OUTBOX_LEN: TableDefinition<&str, u64> = TableDefinition::new("outbox_len");
 
