@@ -56,7 +56,7 @@ impl Gateway {
             StoreOptions {
                 id_window: config.commands.id_window,
                 id_ttl: config.commands.id_ttl,
-                ..StoreOptions::default()
+                max_bytes: config.store.max_outbox,
             },
         )?;
         let config = Arc::new(config);
