@@ -735,7 +735,7 @@ async fn database_from_before_the_cap_is_indexed_on_open() {
     let store = capped(&dir, 3);
     let mut v1 = vec![1u8, 1, 0, 3, 0];
     v1.extend_from_slice(b"a/b");
-    v1.extend_from_slice(&vec![b'p'; 100]);
+    v1.extend_from_slice(&[b'p'; 100]);
     {
         let txn = store.db().begin_write().unwrap();
         {
