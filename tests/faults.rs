@@ -41,9 +41,19 @@ async fn setup() -> Setup {
     let client = Client::connect(broker.port, "vending/#").await;
     let board = TestBoard::start(Script::default());
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_yaml(broker.port, &dir.path().join("store"), &[("vm-001", &board.path)]);
+    let config = config_yaml(
+        broker.port,
+        &dir.path().join("store"),
+        &[("vm-001", &board.path)],
+    );
     let gateway = Gateway::start(dir.path(), &config);
-    let mut s = Setup { broker, board, gateway, client, _dir: dir };
+    let mut s = Setup {
+        broker,
+        board,
+        gateway,
+        client,
+        _dir: dir,
+    };
     s.client.expect_status("vm-001", "online", SECS(10)).await;
     s
 }
@@ -55,7 +65,10 @@ fn amounts(messages: &[Msg]) -> (Vec<u64>, Vec<u64>) {
         .filter(|m| m.topic == MONEY)
         .map(|m| {
             let v = m.json();
-            (v["amount"].as_u64().unwrap_or(0), v["seq"].as_u64().unwrap_or(0))
+            (
+                v["amount"].as_u64().unwrap_or(0),
+                v["seq"].as_u64().unwrap_or(0),
+            )
         })
         .unzip()
 }
@@ -80,22 +93,35 @@ async fn a_broker_outage_loses_no_event_and_keeps_their_order() {
     // The machine keeps selling while the broker is away: each event is
     // ACKed to it once durable, without the broker.
     for amount in 1..=40u32 {
-        s.board.send("money_collected", json!({"mode": "coin", "amount": amount})).await;
+        s.board
+            .send("money_collected", json!({"mode": "coin", "amount": amount}))
+            .await;
     }
     for _ in 0..40 {
         s.board
-            .expect(SECS(10), "ACK of an event while the broker is down", |e| matches!(e, BoardEvent::DataAcked { .. }))
+            .expect(SECS(10), "ACK of an event while the broker is down", |e| {
+                matches!(e, BoardEvent::DataAcked { .. })
+            })
             .await;
     }
     s.broker.restart();
     let mut client = Client::connect(s.broker.port, "vending/#").await;
     for amount in 41..=60u32 {
-        s.board.send("money_collected", json!({"mode": "coin", "amount": amount})).await;
+        s.board
+            .send("money_collected", json!({"mode": "coin", "amount": amount}))
+            .await;
     }
     let messages = collect_money(&mut client, 60, SECS(60)).await;
     let (amounts, seqs) = amounts(&messages);
-    assert_eq!(amounts, (1..=60).collect::<Vec<u64>>(), "all events, in order, once");
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "seq has no gap: {seqs:?}");
+    assert_eq!(
+        amounts,
+        (1..=60).collect::<Vec<u64>>(),
+        "all events, in order, once"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "seq has no gap: {seqs:?}"
+    );
     // The status is published again after the reconnect.
     client.seen = messages;
     client.expect_status("vm-001", "online", SECS(5)).await;
@@ -106,15 +132,31 @@ async fn sigkill_mid_stream_loses_no_acked_event_and_reruns_no_command() {
     let mut s = setup().await;
     // A request that the board never answers: at the kill it was written
     // and its completion is unknown.
-    s.client.publish("vending/vm-001/cmd/check_selection", r#"{"id":"k-1","selection":11}"#, false).await;
+    s.client
+        .publish(
+            "vending/vm-001/cmd/check_selection",
+            r#"{"id":"k-1","selection":11}"#,
+            false,
+        )
+        .await;
     s.board
-        .expect(SECS(5), "check_selection written", |e| matches!(e, BoardEvent::Command { name, .. } if name == "check_selection"))
+        .expect(
+            SECS(5),
+            "check_selection written",
+            |e| matches!(e, BoardEvent::Command { name, .. } if name == "check_selection"),
+        )
         .await;
     for amount in 1..=150u32 {
-        s.board.send("money_collected", json!({"mode": "coin", "amount": amount})).await;
+        s.board
+            .send("money_collected", json!({"mode": "coin", "amount": amount}))
+            .await;
     }
     // Kill while the stream is flowing.
-    s.board.expect(SECS(10), "some events ACKed", |e| matches!(e, BoardEvent::DataAcked { seq: Some(20), .. })).await;
+    s.board
+        .expect(SECS(10), "some events ACKed", |e| {
+            matches!(e, BoardEvent::DataAcked { seq: Some(20), .. })
+        })
+        .await;
     s.gateway.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
     s.gateway.spawn();
@@ -129,7 +171,10 @@ async fn sigkill_mid_stream_loses_no_acked_event_and_reruns_no_command() {
         })
         .collect();
     acked.insert(20);
-    let abandoned = events.iter().filter(|e| matches!(e, BoardEvent::DataAbandoned { .. })).count();
+    let abandoned = events
+        .iter()
+        .filter(|e| matches!(e, BoardEvent::DataAbandoned { .. }))
+        .count();
     let messages = collect_money(&mut s.client, 150 - abandoned, SECS(30)).await;
     let (amounts, seqs) = amounts(&messages);
     // QoS 1 allows a duplicate (an event published just before the kill
@@ -142,14 +187,30 @@ async fn sigkill_mid_stream_loses_no_acked_event_and_reruns_no_command() {
         assert_eq!(first, amount, "seq {seq} reused for another event");
     }
     let published: BTreeSet<u64> = by_seq.values().copied().collect();
-    assert_eq!(published.len(), by_seq.len(), "an event published under two seqs: {by_seq:?}");
+    assert_eq!(
+        published.len(),
+        by_seq.len(),
+        "an event published under two seqs: {by_seq:?}"
+    );
     let missing: Vec<_> = acked.difference(&published).collect();
-    assert!(missing.is_empty(), "ACKed to the machine but never published: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "ACKed to the machine but never published: {missing:?}"
+    );
     // The command in flight at the kill is reported, never re-sent.
     s.client.seen = messages;
-    let result = s.client.expect_result("vm-001", "check_selection", "k-1", SECS(10)).await;
+    let result = s
+        .client
+        .expect_result("vm-001", "check_selection", "k-1", SECS(10))
+        .await;
     assert_eq!(result["status"], "failed", "{result}");
-    assert!(result["error"].as_str().unwrap_or_default().contains("unknown"), "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unknown"),
+        "{result}"
+    );
     let sent_again = events
         .iter()
         .filter(|e| matches!(e, BoardEvent::Command { name, .. } if name == "check_selection"))
@@ -165,11 +226,17 @@ async fn a_serial_peer_that_vanishes_and_returns_loses_and_repeats_nothing() {
     let link = dir.path().join("ttyVMC");
     let board = TestBoard::start(Script::default());
     relink(&link, &board.path);
-    let config = config_yaml(broker.port, &dir.path().join("store"), &[("vm-001", link.to_str().expect("utf8"))]);
+    let config = config_yaml(
+        broker.port,
+        &dir.path().join("store"),
+        &[("vm-001", link.to_str().expect("utf8"))],
+    );
     let _gateway = Gateway::start(dir.path(), &config);
     client.expect_status("vm-001", "online", SECS(10)).await;
     board.raw(money(7, 100)).await;
-    client.expect(SECS(5), "first event", |m| m.topic == MONEY).await;
+    client
+        .expect(SECS(5), "first event", |m| m.topic == MONEY)
+        .await;
     board.stop();
     client.expect_status("vm-001", "offline", SECS(5)).await;
     let board = TestBoard::start(Script::default());
@@ -182,7 +249,11 @@ async fn a_serial_peer_that_vanishes_and_returns_loses_and_repeats_nothing() {
     board.raw(money(8, 200)).await;
     let messages = collect_money(&mut client, 1, SECS(5)).await;
     let (amounts, _) = amounts(&messages);
-    assert_eq!(amounts, vec![200], "the retransmission is not published again; the next frame is");
+    assert_eq!(
+        amounts,
+        vec![200],
+        "the retransmission is not published again; the next frame is"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -217,7 +288,11 @@ async fn line_noise_never_publishes_a_corrupted_frame_and_loses_no_valid_one() {
                 s.board.raw(bad).await;
             }
             // A truncated frame.
-            2 => s.board.raw(money(packno, amount + 600_000)[..6].to_vec()).await,
+            2 => {
+                s.board
+                    .raw(money(packno, amount + 600_000)[..6].to_vec())
+                    .await
+            }
             _ => {}
         }
         s.board.raw(frame).await;
@@ -228,7 +303,10 @@ async fn line_noise_never_publishes_a_corrupted_frame_and_loses_no_valid_one() {
     let (amounts, _) = amounts(&messages);
     let published: BTreeSet<u64> = amounts.iter().copied().collect();
     let expected: BTreeSet<u64> = valid.iter().copied().collect();
-    assert!(published.iter().all(|a| *a < 500_000), "a corrupted frame was published: {amounts:?}");
+    assert!(
+        published.iter().all(|a| *a < 500_000),
+        "a corrupted frame was published: {amounts:?}"
+    );
     assert_eq!(published, expected, "every valid frame published");
     assert_eq!(amounts.len(), published.len(), "none twice");
 }
@@ -244,7 +322,9 @@ async fn a_flood_of_ten_thousand_commands_each_gets_a_result() {
             2 => format!(r#"{{"id":"f-{i}","selection":"eleven","inventory":3}}"#),
             _ => format!(r#"{{"id":"f-{i}","selection":5000,"inventory":3}}"#),
         };
-        s.client.publish("vending/vm-001/cmd/set_inventory", payload, false).await;
+        s.client
+            .publish("vending/vm-001/cmd/set_inventory", payload, false)
+            .await;
     }
     let mut results = 0;
     let mut statuses = std::collections::BTreeMap::new();
@@ -253,17 +333,32 @@ async fn a_flood_of_ten_thousand_commands_each_gets_a_result() {
         for m in s.client.drain(SECS(1)).await {
             if m.topic == "vending/vm-001/cmd/set_inventory/result" {
                 results += 1;
-                *statuses.entry(m.json()["status"].as_str().unwrap_or("?").to_owned()).or_insert(0) += 1;
+                *statuses
+                    .entry(m.json()["status"].as_str().unwrap_or("?").to_owned())
+                    .or_insert(0) += 1;
             }
         }
     }
     assert_eq!(results, total, "every command gets a result: {statuses:?}");
     let events = s.board.drain(SECS(2)).await;
-    let unanswered = events.iter().filter(|e| matches!(e, BoardEvent::PollUnanswered)).count();
-    assert_eq!(unanswered, 0, "every POLL answered within 100 ms during the flood");
-    let written = events.iter().filter(|e| matches!(e, BoardEvent::Command { .. })).count();
+    let unanswered = events
+        .iter()
+        .filter(|e| matches!(e, BoardEvent::PollUnanswered))
+        .count();
+    assert_eq!(
+        unanswered, 0,
+        "every POLL answered within 100 ms during the flood"
+    );
+    let written = events
+        .iter()
+        .filter(|e| matches!(e, BoardEvent::Command { .. }))
+        .count();
     let count = |status: &str| statuses.get(status).copied().unwrap_or(0);
     assert_eq!(count("rejected"), total * 49 / 50, "{statuses:?}");
     assert_eq!(count("ok") + count("busy"), total / 50, "{statuses:?}");
-    assert_eq!(written, count("ok"), "exactly the accepted commands reached the line");
+    assert_eq!(
+        written,
+        count("ok"),
+        "exactly the accepted commands reached the line"
+    );
 }
