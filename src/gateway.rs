@@ -56,6 +56,7 @@ impl Gateway {
             StoreOptions {
                 id_window: config.commands.id_window,
                 id_ttl: config.commands.id_ttl,
+                max_bytes: config.store.max_outbox,
             },
         )?;
         let config = Arc::new(config);

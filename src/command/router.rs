@@ -20,7 +20,7 @@ use crate::config::{Config, TopicVars, TopicsConfig};
 use crate::device::QueuedCommand;
 use crate::mqtt::Publish;
 use crate::profile::Profile;
-use crate::store::{CommandPhase, CommandRecord, Op, OutItem, Store};
+use crate::store::{CommandPhase, CommandRecord, ItemClass, Op, OutItem, Store};
 
 pub struct Router {
     pub machine: String,
@@ -189,6 +189,7 @@ impl Router {
                 payload: result.to_json().into_bytes(),
                 qos: 1,
                 retain: false,
+                class: ItemClass::Result,
             },
         }
     }

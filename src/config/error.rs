@@ -96,6 +96,10 @@ pub enum Invalid {
     Duration { value: String, reason: String },
     #[error("must be at least {0}")]
     TooShort(&'static str),
+    #[error("`{value}` is not a size ({reason}); write e.g. `64MiB`, `512KiB`, `1GiB` or a number of bytes")]
+    Size { value: String, reason: String },
+    #[error("must be at least {0}")]
+    TooSmall(&'static str),
     #[error("must be at most {0}")]
     TooLong(&'static str),
     #[error("MQTT version {0} is not supported; use 3 (MQTT 3.1.1) or 5")]

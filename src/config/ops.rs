@@ -7,7 +7,8 @@ use serde::Deserialize;
 
 use super::error::Invalid;
 use super::locate::{Issues, YamlPath};
-use super::value::{check_id, duration};
+use super::value::{check_id, duration, size, RawSize};
+use crate::store::DEFAULT_MAX_OUTBOX_BYTES;
 
 /// This gateway.
 #[derive(Debug, Deserialize)]
@@ -36,11 +37,23 @@ impl GatewaySection {
 pub(crate) struct StoreSection {
     /// Folder of the state database; relative to the config file's folder.
     path: PathBuf,
+    /// Size cap of the outbox, where messages wait while the broker is
+    /// unreachable: `64MiB` (the default), `512KiB`, `1GiB` or a number of
+    /// bytes; at least `64KiB`. Past it the oldest telemetry is dropped first,
+    /// then command results, events last; every drop is counted and logged.
+    #[serde(default)]
+    max_outbox: Option<RawSize>,
 }
+
+/// Smallest `store.max_outbox`: below it a burst of events could push out
+/// everything else before the broker had a chance to take it.
+const MIN_MAX_OUTBOX: u64 = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Size cap of the outbox in bytes (`StoreOptions::max_bytes`).
+    pub max_outbox: u64,
 }
 
 impl StoreSection {
@@ -48,8 +61,19 @@ impl StoreSection {
         if self.path.as_os_str().is_empty() {
             issues.add(&at.key("path"), Invalid::Empty);
         }
+        let max_at = at.key("max_outbox");
+        let max_outbox = size(
+            issues,
+            &max_at,
+            self.max_outbox.as_ref(),
+            DEFAULT_MAX_OUTBOX_BYTES,
+        );
+        if max_outbox < MIN_MAX_OUTBOX {
+            issues.add(&max_at, Invalid::TooSmall("64KiB"));
+        }
         StoreConfig {
             path: dir.join(self.path),
+            max_outbox,
         }
     }
 }

@@ -56,6 +56,7 @@ fn minimal_config_gets_all_defaults() {
     assert_eq!(c.topics, TopicsConfig::default());
     assert_eq!(c.topics.health, "{prefix}/gateways/{gateway}/health");
     assert_eq!(c.store.path, dir.join("state"));
+    assert_eq!(c.store.max_outbox, 64 * 1024 * 1024);
     assert_eq!(c.profiles_dir, dir.join("device-profiles"));
     assert_eq!(c.devices.len(), 1);
     let d = &c.devices[0];
@@ -100,6 +101,58 @@ fn example_config_loads() {
     // The example shows every default, so it must equal them.
     assert_eq!(c.topics, TopicsConfig::default());
     assert_eq!(c.commands, CommandsConfig::default());
+    assert_eq!(c.store.max_outbox, crate::store::DEFAULT_MAX_OUTBOX_BYTES);
+}
+
+fn with_max_outbox(value: &str) -> String {
+    minimal_with("", "    port: /dev/ttyUSB0\n", "").replace(
+        "  path: state\n",
+        &format!("  path: state\n  max_outbox: {value}\n"),
+    )
+}
+
+#[test]
+fn max_outbox_takes_each_unit() {
+    for (value, bytes) in [
+        ("64MiB", 64 << 20),
+        ("512KiB", 512 << 10),
+        ("64KiB", 64 << 10),
+        ("1GiB", 1 << 30),
+        ("\"2 MiB\"", 2 << 20),
+        ("1000000", 1_000_000),
+        ("\"1000000\"", 1_000_000),
+        ("70000B", 70_000),
+    ] {
+        let c = Config::from_str(&with_max_outbox(value), Path::new(CFG))
+            .unwrap_or_else(|e| panic!("{value}: {e}"));
+        assert_eq!(c.store.max_outbox, bytes, "{value}");
+    }
+}
+
+#[test]
+fn bad_max_outbox_is_located() {
+    // `  max_outbox: ` is 14 characters: the value starts at column 15 of line 7.
+    for (value, needle) in [
+        ("64MB", "unknown unit `MB`"),
+        ("lots", "not a size"),
+        ("-5", "not a size"),
+        ("1.5GiB", "whole number"),
+        ("99999999999GiB", "too large"),
+        ("65535", "at least 64KiB"),
+        ("0", "at least 64KiB"),
+    ] {
+        let text = with_max_outbox(value);
+        let (line, col, msg) = one_error(&text);
+        assert_eq!((line, col), (7, 15), "{msg}\n{text}");
+        assert!(msg.starts_with("store.max_outbox: "), "{msg}");
+        assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+    }
+    let e = Config::from_str(&with_max_outbox("64MB"), Path::new(CFG)).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("/etc/vendgate/config.yaml:7:15: store.max_outbox: `64MB` is not a size"),
+        "{e}"
+    );
 }
 
 #[test]

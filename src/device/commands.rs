@@ -16,7 +16,7 @@ use super::QueuedCommand;
 use crate::command::{CommandResult, Status};
 use crate::config::{TopicVars, TopicsConfig};
 use crate::profile::{Completion, LinkMode};
-use crate::store::{CommandPhase, CommandRecord, Op, OutItem};
+use crate::store::{CommandPhase, CommandRecord, ItemClass, Op, OutItem};
 
 /// How long a command waits for a machine whose link is down before its
 /// result is `offline`.
@@ -290,6 +290,7 @@ impl Device {
                     payload: json.clone().into_bytes(),
                     qos: 1,
                     retain: false,
+                    class: ItemClass::Result,
                 },
             },
             Op::PutCommand {

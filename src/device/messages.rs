@@ -6,7 +6,7 @@ use super::timestamp_now;
 use crate::codec::FrameCode;
 use crate::config::{Config, TopicVars, TopicsConfig};
 use crate::profile::{MessageKind, Profile};
-use crate::store::OutItem;
+use crate::store::{ItemClass, OutItem};
 
 /// A data frame as the business side will see it.
 #[derive(Debug, Clone)]
@@ -92,6 +92,10 @@ pub(super) fn out_item(
         payload: Value::Object(payload).to_string().into_bytes(),
         qos: decoded.qos,
         retain: decoded.retain,
+        class: match decoded.kind {
+            MessageKind::Telemetry => ItemClass::Telemetry,
+            MessageKind::Event | MessageKind::Response => ItemClass::Event,
+        },
     }
 }
 

@@ -12,7 +12,7 @@ use tracing::{debug, error, warn};
 
 use super::{status_payload, Availability, DriverEvent, OfflineReason, SessionSpec, WINDOW};
 use crate::config::Config;
-use crate::store::{OutItem, Store};
+use crate::store::{ItemClass, OutItem, Store};
 
 pub(super) struct Sender {
     pub config: Config,
@@ -238,6 +238,7 @@ impl Sender {
             payload: payload.into_bytes(),
             qos: 1,
             retain: true,
+            class: ItemClass::Telemetry,
         };
         self.publish(t, item, tag);
     }

@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use redb::backends::FileBackend;
-use redb::{Database, ReadableDatabase};
+use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
@@ -37,13 +37,22 @@ pub struct StoreOptions {
     pub id_window: usize,
     /// Done command records older than this (by `at_ms`) are dropped.
     pub id_ttl: Duration,
+    /// Size cap of the outbox: total encoded bytes of all items of all sessions.
+    /// A write that takes the total past it drops the oldest items of the lowest
+    /// class present (telemetry, then results, then events) in the same
+    /// transaction, until the total is at most this.
+    pub max_bytes: u64,
 }
+
+/// Default of [`StoreOptions::max_bytes`].
+pub const DEFAULT_MAX_OUTBOX_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             id_window: 10_000,
             id_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_bytes: DEFAULT_MAX_OUTBOX_BYTES,
         }
     }
 }
@@ -70,6 +79,42 @@ pub struct OutItem {
     pub payload: Vec<u8>,
     pub qos: u8,
     pub retain: bool,
+    /// Decides which items go first when the outbox is over its size cap.
+    pub class: ItemClass,
+}
+
+/// What an outbox item is, in the order items are dropped when the outbox is over
+/// its size cap: all telemetry first (a newer reading replaces it), then command
+/// results (the caller can ask again), events last (they are money).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ItemClass {
+    Telemetry,
+    Result,
+    Event,
+}
+
+impl ItemClass {
+    /// Drop order: lowest priority first.
+    pub const DROP_ORDER: [ItemClass; 3] =
+        [ItemClass::Telemetry, ItemClass::Result, ItemClass::Event];
+
+    /// The byte stored in the item encoding and the class index.
+    pub(crate) fn as_u8(self) -> u8 {
+        match self {
+            ItemClass::Telemetry => 0,
+            ItemClass::Result => 1,
+            ItemClass::Event => 2,
+        }
+    }
+
+    pub(crate) fn from_u8(b: u8) -> Option<ItemClass> {
+        match b {
+            0 => Some(ItemClass::Telemetry),
+            1 => Some(ItemClass::Result),
+            2 => Some(ItemClass::Event),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,6 +167,22 @@ pub struct StoreStats {
     pub commits: u64,
     /// fsyncs (`sync_data`) issued by this process.
     pub syncs: u64,
+    /// Total encoded size of the items now in the outbox (all sessions).
+    pub outbox_bytes: u64,
+    /// Items dropped by the outbox size cap since the database was created
+    /// (persisted, so these survive restarts), per class.
+    pub dropped_telemetry: u64,
+    pub dropped_results: u64,
+    pub dropped_events: u64,
+}
+
+/// The persisted outbox totals, mirrored in memory so `stats` needs no read
+/// transaction. The writer updates them only after a commit succeeded.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) outbox_bytes: AtomicU64,
+    /// Indexed by [`ItemClass::as_u8`].
+    pub(crate) dropped: [AtomicU64; 3],
 }
 
 #[derive(Clone)]
@@ -146,6 +207,7 @@ struct Inner {
     written: Arc<AtomicU64>,
     syncs: Arc<AtomicU64>,
     commits: Arc<AtomicU64>,
+    counters: Arc<Counters>,
 }
 
 impl Drop for Inner {
@@ -185,7 +247,7 @@ impl Store {
             syncs.clone(),
         );
         let db = Arc::new(Database::builder().create_with_backend(backend).at(&path)?);
-        create_tables(&db, &path)?;
+        let counters = Arc::new(prepare_tables(&db, &path)?);
 
         let (tx, rx) = mpsc::channel();
         let w = Writer {
@@ -193,6 +255,7 @@ impl Store {
             path: path.clone(),
             opts,
             commits: commits.clone(),
+            counters: counters.clone(),
         };
         let thread = std::thread::Builder::new()
             .name("vendgate-store".into())
@@ -207,6 +270,7 @@ impl Store {
                 written,
                 syncs,
                 commits,
+                counters,
             }),
         })
     }
@@ -333,10 +397,15 @@ impl Store {
     }
 
     pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
         StoreStats {
             bytes_written: self.inner.written.load(Ordering::Relaxed),
             commits: self.inner.commits.load(Ordering::Relaxed),
             syncs: self.inner.syncs.load(Ordering::Relaxed),
+            outbox_bytes: c.outbox_bytes.load(Ordering::Relaxed),
+            dropped_telemetry: c.dropped[0].load(Ordering::Relaxed),
+            dropped_results: c.dropped[1].load(Ordering::Relaxed),
+            dropped_events: c.dropped[2].load(Ordering::Relaxed),
         }
     }
 
@@ -360,11 +429,40 @@ impl Store {
     }
 }
 
-/// Read transactions fail on tables that were never created, so create them all up front.
-fn create_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
+/// Read transactions fail on tables that were never created, so create them all up
+/// front. A database from before the size cap gets its byte total and class index
+/// built here, once. Returns the persisted outbox totals.
+fn prepare_tables(db: &Database, path: &Path) -> Result<Counters, StoreError> {
     let txn = db.begin_write().at(path)?;
-    txn.open_table(META).at(path)?;
-    txn.open_table(OUTBOX).at(path)?;
+    let counters = Counters::default();
+    {
+        let mut meta = txn.open_table(META).at(path)?;
+        let outbox = txn.open_table(OUTBOX).at(path)?;
+        let mut index = txn.open_table(CLASS_INDEX).at(path)?;
+        let bytes = meta.get(OUTBOX_BYTES).at(path)?.map(|g| g.value());
+        let bytes = match bytes {
+            Some(bytes) => bytes,
+            None => {
+                let mut total = 0u64;
+                for entry in outbox.iter().at(path)? {
+                    let (k, v) = entry.at(path)?;
+                    let (session, id) = k.value();
+                    // An unreadable item is kept as an event: it is reported when
+                    // read, and the cap must not silently prefer dropping it.
+                    let class = class_of(v.value()).unwrap_or(ItemClass::Event);
+                    index.insert((class.as_u8(), id), session).at(path)?;
+                    total += v.value().len() as u64;
+                }
+                meta.insert(OUTBOX_BYTES, total).at(path)?;
+                total
+            }
+        };
+        counters.outbox_bytes.store(bytes, Ordering::Relaxed);
+        for (counter, key) in counters.dropped.iter().zip(DROPPED) {
+            let n = meta.get(key).at(path)?.map(|g| g.value()).unwrap_or(0);
+            counter.store(n, Ordering::Relaxed);
+        }
+    }
     txn.open_table(OUTBOX_LEN).at(path)?;
     txn.open_table(MACHINES).at(path)?;
     txn.open_table(COMMANDS).at(path)?;
@@ -372,5 +470,5 @@ fn create_tables(db: &Database, path: &Path) -> Result<(), StoreError> {
     txn.open_table(DONE_BY_AGE).at(path)?;
     txn.open_table(DONE_COUNT).at(path)?;
     txn.commit().at(path)?;
-    Ok(())
+    Ok(counters)
 }

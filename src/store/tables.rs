@@ -6,15 +6,25 @@ use std::path::Path;
 use redb::TableDefinition;
 use serde::de::DeserializeOwned;
 
-use super::{OutItem, StoreError};
+use super::{ItemClass, OutItem, StoreError};
 
 /// `"next_outbox_id"` -> the next outbox id to hand out. Kept separately from the
 /// outbox itself so that ids are never reused, even once every item was acked.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const NEXT_OUTBOX_ID: &str = "next_outbox_id";
+/// `"outbox_bytes"` -> total encoded size of all OUTBOX values, kept in step with
+/// every append, ack and drop so the size cap needs no scan. Its absence marks a
+/// database from before the cap; opening it builds this total and CLASS_INDEX once.
+pub(crate) const OUTBOX_BYTES: &str = "outbox_bytes";
+/// Items dropped by the size cap, per class, since the database was created.
+pub(crate) const DROPPED: [&str; 3] = ["dropped_telemetry", "dropped_results", "dropped_events"];
 
 /// (session, id) -> encoded [`OutItem`].
 pub(crate) const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
+/// (class, id) -> session of every OUTBOX item, so the oldest item of a class
+/// (the next one the size cap drops) is the first entry of a range.
+pub(crate) const CLASS_INDEX: TableDefinition<(u8, u64), &str> =
+    TableDefinition::new("outbox_by_class");
 /// session -> number of items in OUTBOX, so `outbox_len` needs no scan.
 pub(crate) const OUTBOX_LEN: TableDefinition<&str, u64> = TableDefinition::new("outbox_len");
 
@@ -34,19 +44,23 @@ pub(crate) const DONE_BY_AGE: TableDefinition<(&str, i64, &str), ()> =
 pub(crate) const DONE_COUNT: TableDefinition<&str, u64> =
     TableDefinition::new("commands_done_count");
 
-/// Version byte of the outbox encoding, so the layout can change without
-/// misreading old files.
+/// Version bytes of the outbox encoding, so the layout can change without
+/// misreading old files. V1 (no class byte) is still read: its items are events,
+/// the only thing stored in the outbox back then besides results, and treating a
+/// result as an event only makes it outlive telemetry a little longer.
 const OUT_V1: u8 = 1;
+const OUT_V2: u8 = 2;
 
-/// Compact binary form of an [`OutItem`]: version, qos, retain, topic length
+/// Compact binary form of an [`OutItem`]: version, class, qos, retain, topic length
 /// (u16 LE; MQTT caps topics at 65535 bytes), topic, payload. The outbox is written
 /// once per event, so this is the figure that matters for bytes-per-event.
 pub(crate) fn encode_out(item: &OutItem) -> Result<Vec<u8>, String> {
     let topic = item.topic.as_bytes();
     let len = u16::try_from(topic.len())
         .map_err(|_| format!("topic of {} bytes exceeds MQTT's 65535", topic.len()))?;
-    let mut out = Vec::with_capacity(5 + topic.len() + item.payload.len());
-    out.push(OUT_V1);
+    let mut out = Vec::with_capacity(6 + topic.len() + item.payload.len());
+    out.push(OUT_V2);
+    out.push(item.class.as_u8());
     out.push(item.qos);
     out.push(u8::from(item.retain));
     out.extend_from_slice(&len.to_le_bytes());
@@ -55,16 +69,34 @@ pub(crate) fn encode_out(item: &OutItem) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
+/// The class of an encoded item without decoding the rest, for acks and drops.
+pub(crate) fn class_of(bytes: &[u8]) -> Result<ItemClass, String> {
+    match bytes {
+        [OUT_V1, ..] => Ok(ItemClass::Event),
+        [OUT_V2, class, ..] => {
+            ItemClass::from_u8(*class).ok_or_else(|| format!("unknown item class {class}"))
+        }
+        [ver, ..] => Err(format!("unknown encoding version {ver}")),
+        [] => Err("empty record".into()),
+    }
+}
+
 pub(crate) fn decode_out(bytes: &[u8]) -> Result<OutItem, String> {
-    let [ver, qos, retain, l0, l1, rest @ ..] = bytes else {
+    let (class, body) = match bytes {
+        [OUT_V1, body @ ..] => (ItemClass::Event, body),
+        [OUT_V2, class, body @ ..] => (
+            ItemClass::from_u8(*class).ok_or_else(|| format!("unknown item class {class}"))?,
+            body,
+        ),
+        [ver, ..] => return Err(format!("unknown encoding version {ver}")),
+        [] => return Err("empty record".into()),
+    };
+    let [qos, retain, l0, l1, rest @ ..] = body else {
         return Err(format!(
-            "{} bytes is shorter than the 5-byte header",
+            "{} bytes is shorter than the item header",
             bytes.len()
         ));
     };
-    if *ver != OUT_V1 {
-        return Err(format!("unknown encoding version {ver}"));
-    }
     if *qos > 2 || *retain > 1 {
         return Err(format!("invalid qos {qos} or retain {retain}"));
     }
@@ -83,6 +115,7 @@ pub(crate) fn decode_out(bytes: &[u8]) -> Result<OutItem, String> {
         payload: payload.to_vec(),
         qos: *qos,
         retain: *retain == 1,
+        class,
     })
 }
 

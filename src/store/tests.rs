@@ -10,6 +10,7 @@ fn item(n: u32) -> OutItem {
         payload: format!("{{\"n\":{n}}}").into_bytes(),
         qos: 1,
         retain: n % 2 == 0,
+        class: ItemClass::Event,
     }
 }
 
@@ -341,6 +342,7 @@ async fn a_bad_request_does_not_fail_its_batch_neighbours() {
         payload: vec![],
         qos: 1,
         retain: false,
+        class: ItemClass::Event,
     };
     let release = store.hold_writer();
     let s = store.clone();
@@ -501,7 +503,276 @@ fn outbox_encoding_round_trips_and_rejects_garbage() {
         &[2, 1, 0, 0, 0],
         &[1, 9, 0, 0, 0],
         &[1, 1, 0, 5, 0, b'a'],
+        &[2, 7, 1, 0, 0, 0],
+        &[2, 2, 1, 0, 0],
+        &[3, 2, 1, 0, 0, 0],
     ] {
         assert!(decode_out(bad).is_err(), "{bad:?}");
     }
+    for class in ItemClass::DROP_ORDER {
+        let it = OutItem { class, ..item(4) };
+        let bytes = encode_out(&it).unwrap();
+        assert_eq!(decode_out(&bytes).unwrap(), it);
+        assert_eq!(tables::class_of(&bytes).unwrap(), class);
+    }
+}
+
+/// Items written before the class existed (encoding version 1) still decode, as
+/// events: the class that is dropped last, so an upgrade can never lose them early.
+#[test]
+fn version_1_items_decode_as_events() {
+    // version, qos, retain, topic length (LE), topic, payload
+    let mut v1 = vec![1u8, 1, 1, 3, 0];
+    v1.extend_from_slice(b"a/b{\"n\":1}");
+    let expected = OutItem {
+        topic: "a/b".into(),
+        payload: b"{\"n\":1}".to_vec(),
+        qos: 1,
+        retain: true,
+        class: ItemClass::Event,
+    };
+    assert_eq!(decode_out(&v1).unwrap(), expected);
+    assert_eq!(tables::class_of(&v1).unwrap(), ItemClass::Event);
+    // Re-encoding writes the current version, one byte longer for the class.
+    let v2 = encode_out(&expected).unwrap();
+    assert_eq!(v2[0], 2);
+    assert_eq!(v2.len(), v1.len() + 1);
+}
+
+/// An item of a fixed encoded size, so a cap can be stated in items.
+fn sized(n: u32, class: ItemClass) -> OutItem {
+    OutItem {
+        topic: format!("vending/vm/x/{n:04}"),
+        payload: vec![b'p'; 100],
+        qos: 1,
+        retain: false,
+        class,
+    }
+}
+
+fn item_size() -> u64 {
+    encode_out(&sized(0, ItemClass::Event)).unwrap().len() as u64
+}
+
+fn capped(dir: &TempDir, items: u64) -> Store {
+    let opts = StoreOptions {
+        max_bytes: items * item_size(),
+        ..StoreOptions::default()
+    };
+    Store::open(dir.path(), opts).unwrap()
+}
+
+/// (session, n) of every item left, per session in outbox order.
+fn left(store: &Store, sessions: &[&str]) -> Vec<(String, u32)> {
+    let mut out = Vec::new();
+    for s in sessions {
+        for (_, it) in store.outbox(s, None, 1000).unwrap() {
+            let n = it.topic.rsplit('/').next().unwrap().parse().unwrap();
+            out.push((s.to_string(), n));
+        }
+    }
+    out
+}
+
+fn ops(items: &[(&str, u32, ItemClass)]) -> Vec<Op> {
+    items
+        .iter()
+        .map(|&(s, n, class)| Op::Append {
+            session: s.into(),
+            item: sized(n, class),
+        })
+        .collect()
+}
+
+fn dropped(store: &Store) -> (u64, u64, u64) {
+    let s = store.stats();
+    (s.dropped_telemetry, s.dropped_results, s.dropped_events)
+}
+
+#[tokio::test]
+async fn cap_drops_oldest_telemetry_then_results_then_events() {
+    use ItemClass::{Event as E, Result as R, Telemetry as T};
+    let dir = TempDir::new().unwrap();
+    let size = item_size();
+    let store = capped(&dir, 10);
+    // 8 items, under the cap of 10. vm2 holds some of the oldest, so "oldest" is
+    // checked across sessions.
+    store
+        .write(ops(&[
+            ("vm1", 1, E),
+            ("vm1", 2, T),
+            ("vm1", 3, R),
+            ("vm1", 4, E),
+            ("vm2", 5, T),
+            ("vm2", 6, R),
+            ("vm1", 7, E),
+            ("vm1", 8, T),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (0, 0, 0));
+    assert_eq!(store.stats().outbox_bytes, 8 * size);
+
+    // 12 items: the two oldest telemetry items go, one per session.
+    store
+        .write(ops(&[
+            ("vm1", 9, E),
+            ("vm1", 10, T),
+            ("vm1", 11, R),
+            ("vm1", 12, E),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (2, 0, 0));
+    let v = |s: &str, ns: &[u32]| ns.iter().map(|&n| (s.to_string(), n)).collect::<Vec<_>>();
+    let expected = [v("vm1", &[1, 3, 4, 7, 8, 9, 10, 11, 12]), v("vm2", &[6])].concat();
+    assert_eq!(left(&store, &["vm1", "vm2"]), expected);
+    assert_eq!(store.outbox_len("vm2").unwrap(), 1);
+
+    // 14 items: the remaining telemetry (8, and 10 from the previous write), then
+    // the two oldest results (3 in vm1, 6 in vm2); no event is touched.
+    store
+        .write(ops(&[
+            ("vm1", 13, E),
+            ("vm1", 14, E),
+            ("vm1", 15, E),
+            ("vm1", 16, E),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (4, 2, 0));
+    let expected = v("vm1", &[1, 4, 7, 9, 11, 12, 13, 14, 15, 16]);
+    assert_eq!(left(&store, &["vm1", "vm2"]), expected);
+    assert_eq!(store.outbox_len("vm2").unwrap(), 0);
+
+    // 13 items: the last result, then the two oldest events. The new telemetry
+    // item is lower than every result and event, so it goes first although newest.
+    store
+        .write(ops(&[("vm2", 17, E), ("vm2", 18, T), ("vm2", 19, E)]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (5, 3, 1));
+    let expected = [
+        v("vm1", &[4, 7, 9, 12, 13, 14, 15, 16]),
+        v("vm2", &[17, 19]),
+    ]
+    .concat();
+    assert_eq!(left(&store, &["vm1", "vm2"]), expected);
+    assert_eq!(store.outbox_len("vm1").unwrap(), 8);
+    assert_eq!(store.outbox_len("vm2").unwrap(), 2);
+    assert_eq!(store.stats().outbox_bytes, 10 * size);
+
+    // Counters and the byte total are persisted.
+    drop(store);
+    let store = capped(&dir, 10);
+    assert_eq!(dropped(&store), (5, 3, 1));
+    assert_eq!(store.stats().outbox_bytes, 10 * size);
+    assert_eq!(left(&store, &["vm1", "vm2"]), expected);
+
+    // Acks free room: after acking vm1, five more fit without a drop.
+    let ids: Vec<u64> = store
+        .outbox("vm1", None, 100)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    store.ack("vm1", ids).await.unwrap();
+    assert_eq!(store.stats().outbox_bytes, 2 * size);
+    store
+        .write(ops(&[("vm1", 20, T), ("vm1", 21, R), ("vm1", 22, E)]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (5, 3, 1));
+    assert_eq!(store.stats().outbox_bytes, 5 * size);
+    drop(store);
+    let store = capped(&dir, 10);
+    assert_eq!(store.stats().outbox_bytes, 5 * size);
+    assert_eq!(dropped(&store), (5, 3, 1));
+}
+
+#[tokio::test]
+async fn byte_total_follows_appends_and_acks_across_reopen() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let items = [item(1), item(22), item(333)];
+    let sizes: Vec<u64> = items
+        .iter()
+        .map(|it| encode_out(it).unwrap().len() as u64)
+        .collect();
+    let ids = store
+        .write(
+            items
+                .iter()
+                .map(|it| Op::Append {
+                    session: "vm1".into(),
+                    item: it.clone(),
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.stats().outbox_bytes, sizes.iter().sum::<u64>());
+    // Acks of unknown ids, or through the wrong session, change nothing.
+    store.ack("vm1", vec![ids[1], 999_999]).await.unwrap();
+    store.ack("vm2", vec![ids[0]]).await.unwrap();
+    assert_eq!(store.stats().outbox_bytes, sizes[0] + sizes[2]);
+    drop(store);
+    let store = open(&dir);
+    assert_eq!(store.stats().outbox_bytes, sizes[0] + sizes[2]);
+    store.ack("vm1", vec![ids[0], ids[2]]).await.unwrap();
+    assert_eq!(store.stats().outbox_bytes, 0);
+    assert_eq!(dropped(&store), (0, 0, 0));
+    drop(store);
+    assert_eq!(open(&dir).stats().outbox_bytes, 0);
+}
+
+/// A database written before the cap has no byte total and no class index: the
+/// first open builds both, and its version-1 items count as events.
+#[tokio::test]
+async fn database_from_before_the_cap_is_indexed_on_open() {
+    let dir = TempDir::new().unwrap();
+    let size = item_size();
+    let store = capped(&dir, 3);
+    let mut v1 = vec![1u8, 1, 0, 3, 0];
+    v1.extend_from_slice(b"a/b");
+    v1.extend_from_slice(&[b'p'; 100]);
+    {
+        let txn = store.db().begin_write().unwrap();
+        {
+            let mut outbox = txn.open_table(tables::OUTBOX).unwrap();
+            outbox.insert(("vm1", 1u64), v1.as_slice()).unwrap();
+            let mut lens = txn.open_table(tables::OUTBOX_LEN).unwrap();
+            lens.insert("vm1", 1).unwrap();
+            let mut meta = txn.open_table(tables::META).unwrap();
+            meta.remove(tables::OUTBOX_BYTES).unwrap();
+            meta.insert(tables::NEXT_OUTBOX_ID, 2).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    drop(store);
+    let store = capped(&dir, 3);
+    assert_eq!(store.stats().outbox_bytes, v1.len() as u64);
+    // Three telemetry items on top pass the cap: telemetry goes, the old event stays.
+    store
+        .write(ops(&[
+            ("vm1", 2, ItemClass::Telemetry),
+            ("vm1", 3, ItemClass::Telemetry),
+            ("vm1", 4, ItemClass::Telemetry),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (1, 0, 0));
+    let items = store.outbox("vm1", None, 10).unwrap();
+    assert_eq!(items[0].0, 1);
+    assert_eq!(items[0].1.class, ItemClass::Event);
+    assert_eq!(items.len(), 3);
+    assert_eq!(store.stats().outbox_bytes, v1.len() as u64 + 2 * size);
+    // Acking the old item removes its index entry too: the cap then has only
+    // telemetry to choose from.
+    store.ack("vm1", vec![1]).await.unwrap();
+    assert_eq!(store.stats().outbox_bytes, 2 * size);
+    let index = store.db().begin_read().unwrap();
+    let index = index.open_table(tables::CLASS_INDEX).unwrap();
+    use redb::ReadableTableMetadata;
+    assert_eq!(index.len().unwrap(), 2);
 }

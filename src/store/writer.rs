@@ -3,6 +3,7 @@
 //! in one transaction and committed once: N devices writing together pay one fsync.
 
 use std::collections::{BTreeSet, HashMap};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -13,7 +14,7 @@ use tokio::sync::oneshot;
 
 use super::error::At;
 use super::tables::*;
-use super::{CommandPhase, CommandRecord, Op, StoreError, StoreOptions};
+use super::{CommandPhase, CommandRecord, Counters, ItemClass, Op, StoreError, StoreOptions};
 
 /// Caps one transaction so a flood cannot make a single commit (and every reply
 /// waiting on it) arbitrarily slow.
@@ -45,6 +46,7 @@ pub(crate) struct Writer {
     pub(crate) path: PathBuf,
     pub(crate) opts: StoreOptions,
     pub(crate) commits: Arc<AtomicU64>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Writer {
@@ -113,8 +115,8 @@ impl Writer {
         txn.set_durability(Durability::Immediate)
             .at(&self.path)
             .map_err(Failure::Commit)?;
-        let results = match apply(&txn, &self.path, &self.opts, kinds) {
-            Ok(results) => results,
+        let (results, totals) = match apply(&txn, &self.path, &self.opts, kinds) {
+            Ok(applied) => applied,
             Err(err) => {
                 // Nothing of the batch lands; an abort error changes nothing for the caller.
                 let _ = txn.abort();
@@ -123,6 +125,26 @@ impl Writer {
         };
         txn.commit().at(&self.path).map_err(Failure::Commit)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        // Only now is it true: an aborted transaction dropped nothing.
+        self.counters
+            .outbox_bytes
+            .store(totals.outbox_bytes, Ordering::Relaxed);
+        for (counter, n) in self.counters.dropped.iter().zip(totals.dropped) {
+            counter.store(n, Ordering::Relaxed);
+        }
+        if totals.dropped_now.iter().any(|&n| n > 0) {
+            let [telemetry, results, events] = totals.dropped_now;
+            tracing::warn!(
+                dropped_telemetry = telemetry,
+                dropped_results = results,
+                dropped_events = events,
+                max_bytes = self.opts.max_bytes,
+                outbox_bytes = totals.outbox_bytes,
+                "outbox over its size cap of {} bytes (store.max_outbox): dropped {}, oldest first",
+                self.opts.max_bytes,
+                Dropped(totals.dropped_now),
+            );
+        }
         Ok(results)
     }
 }
@@ -142,14 +164,48 @@ impl Failure {
     }
 }
 
+/// "2 telemetry, 1 event" for the drop log line; classes with none are left out.
+struct Dropped([u64; 3]);
+
+impl fmt::Display for Dropped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = [
+            ("telemetry item", "telemetry items"),
+            ("result", "results"),
+            ("event", "events"),
+        ];
+        let mut first = true;
+        for (n, (one, many)) in self.0.into_iter().zip(names) {
+            if n > 0 {
+                if !first {
+                    f.write_str(", ")?;
+                }
+                first = false;
+                write!(f, "{n} {}", if n == 1 { one } else { many })?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The outbox totals as of the end of a transaction, published after its commit.
+struct Totals {
+    outbox_bytes: u64,
+    /// Persisted counts per class (index [`ItemClass::as_u8`]).
+    dropped: [u64; 3],
+    /// Dropped by this transaction.
+    dropped_now: [u64; 3],
+}
+
 fn apply(
     txn: &WriteTransaction,
     path: &Path,
     opts: &StoreOptions,
     kinds: &[&Kind],
-) -> Result<Vec<Vec<u64>>, StoreError> {
+) -> Result<(Vec<Vec<u64>>, Totals), StoreError> {
     let mut meta = txn.open_table(META).at(path)?;
     let mut outbox = txn.open_table(OUTBOX).at(path)?;
+    let mut index = txn.open_table(CLASS_INDEX).at(path)?;
     let mut machines = txn.open_table(MACHINES).at(path)?;
     let mut cmds = CommandTables::open(txn, path)?;
 
@@ -158,7 +214,14 @@ fn apply(
         .at(path)?
         .map(|g| g.value())
         .unwrap_or(1);
-    let mut len_delta: HashMap<&str, i64> = HashMap::new();
+    let old_bytes = meta
+        .get(OUTBOX_BYTES)
+        .at(path)?
+        .map(|g| g.value())
+        .unwrap_or(0);
+    let mut bytes = old_bytes;
+    let mut appended = false;
+    let mut len_delta: HashMap<String, i64> = HashMap::new();
     let mut touched: BTreeSet<&str> = BTreeSet::new();
     let mut results = Vec::with_capacity(kinds.len());
 
@@ -169,17 +232,22 @@ fn apply(
                 for op in ops {
                     match op {
                         Op::Append { session, item } => {
-                            let bytes =
+                            let encoded =
                                 encode_out(item).map_err(|detail| StoreError::TooLarge {
                                     path: path.to_path_buf(),
                                     detail,
                                 })?;
                             outbox
-                                .insert((session.as_str(), next_id), bytes.as_slice())
+                                .insert((session.as_str(), next_id), encoded.as_slice())
+                                .at(path)?;
+                            index
+                                .insert((item.class.as_u8(), next_id), session.as_str())
                                 .at(path)?;
                             ids.push(next_id);
                             next_id += 1;
-                            *len_delta.entry(session).or_default() += 1;
+                            bytes += encoded.len() as u64;
+                            appended = true;
+                            *len_delta.entry(session.clone()).or_default() += 1;
                         }
                         Op::SetMachine { machine, state } => {
                             let json =
@@ -206,8 +274,12 @@ fn apply(
                 ids: acked,
             } => {
                 for id in acked {
-                    if outbox.remove((session.as_str(), *id)).at(path)?.is_some() {
-                        *len_delta.entry(session).or_default() -= 1;
+                    let removed = outbox.remove((session.as_str(), *id)).at(path)?;
+                    if let Some(value) = removed {
+                        let value = value.value();
+                        bytes = bytes.saturating_sub(value.len() as u64);
+                        unindex(&mut index, path, class_of(value).ok(), *id)?;
+                        *len_delta.entry(session.clone()).or_default() -= 1;
                     }
                 }
             }
@@ -217,9 +289,32 @@ fn apply(
         results.push(ids);
     }
 
+    let mut dropped_now = [0u64; 3];
+    if appended && bytes > opts.max_bytes {
+        bytes = enforce_cap(
+            &mut outbox,
+            &mut index,
+            path,
+            opts.max_bytes,
+            bytes,
+            &mut len_delta,
+            &mut dropped_now,
+        )?;
+    }
+    let mut dropped = [0u64; 3];
+    for ((total, now), key) in dropped.iter_mut().zip(dropped_now).zip(DROPPED) {
+        *total = meta.get(key).at(path)?.map(|g| g.value()).unwrap_or(0) + now;
+        if now > 0 {
+            meta.insert(key, *total).at(path)?;
+        }
+    }
+    if bytes != old_bytes {
+        meta.insert(OUTBOX_BYTES, bytes).at(path)?;
+    }
     meta.insert(NEXT_OUTBOX_ID, next_id).at(path)?;
     let mut lens = txn.open_table(OUTBOX_LEN).at(path)?;
     for (session, delta) in len_delta {
+        let session = session.as_str();
         let old = lens.get(session).at(path)?.map(|g| g.value()).unwrap_or(0);
         let new = old.saturating_add_signed(delta);
         if new == 0 {
@@ -234,7 +329,80 @@ fn apply(
     for machine in touched {
         cmds.prune(machine, opts, now_ms)?;
     }
-    Ok(results)
+    let totals = Totals {
+        outbox_bytes: bytes,
+        dropped,
+        dropped_now,
+    };
+    Ok((results, totals))
+}
+
+type Outbox<'t> = redb::Table<'t, (&'static str, u64), &'static [u8]>;
+type ClassIndex<'t> = redb::Table<'t, (u8, u64), &'static str>;
+
+/// Removes an outbox item's class-index entry. `class` is `None` when the stored
+/// item is unreadable; it was then indexed under whatever class it claimed, or as
+/// an event, so every class is tried.
+fn unindex(
+    index: &mut ClassIndex<'_>,
+    path: &Path,
+    class: Option<ItemClass>,
+    id: u64,
+) -> Result<(), StoreError> {
+    match class {
+        Some(class) => {
+            index.remove((class.as_u8(), id)).at(path)?;
+        }
+        None => {
+            for class in ItemClass::DROP_ORDER {
+                index.remove((class.as_u8(), id)).at(path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Drops the oldest item of the lowest class present until `bytes` is at most
+/// `max`, and returns the new total. Ids only grow, so "oldest" also means the
+/// items this transaction appended go last within their class. Counts each drop
+/// in `dropped_now` and its session in `len_delta`.
+fn enforce_cap(
+    outbox: &mut Outbox<'_>,
+    index: &mut ClassIndex<'_>,
+    path: &Path,
+    max: u64,
+    mut bytes: u64,
+    len_delta: &mut HashMap<String, i64>,
+    dropped_now: &mut [u64; 3],
+) -> Result<u64, StoreError> {
+    while bytes > max {
+        let mut oldest = None;
+        for class in ItemClass::DROP_ORDER {
+            let c = class.as_u8();
+            let mut range = index.range((c, 0)..=(c, u64::MAX)).at(path)?;
+            if let Some(entry) = range.next() {
+                let (k, v) = entry.at(path)?;
+                oldest = Some((class, k.value().1, v.value().to_owned()));
+                break;
+            }
+        }
+        let Some((class, id, session)) = oldest else {
+            // Nothing indexed is left, so the total was off: start again from 0.
+            tracing::warn!(
+                outbox_bytes = bytes,
+                "outbox byte total is over the cap but no item is left to drop; resetting it to 0"
+            );
+            return Ok(0);
+        };
+        index.remove((class.as_u8(), id)).at(path)?;
+        let removed = outbox.remove((session.as_str(), id)).at(path)?;
+        if let Some(value) = removed {
+            bytes = bytes.saturating_sub(value.value().len() as u64);
+            dropped_now[usize::from(class.as_u8())] += 1;
+            *len_delta.entry(session).or_default() -= 1;
+        }
+    }
+    Ok(bytes)
 }
 
 pub(crate) fn now_ms() -> i64 {
