@@ -387,3 +387,97 @@ async fn a_flood_of_ten_thousand_commands_each_gets_a_result() {
         "exactly the accepted commands reached the line"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broker_refusing_credentials_is_retried_with_backoff_and_loses_nothing() {
+    let Some(broker) = Broker::with_password("gw", "right-password") else {
+        assert!(std::env::var_os("CI").is_none(), "CI needs Mosquitto");
+        eprintln!("skipped: needs Mosquitto for password auth");
+        return;
+    };
+    let mut board = TestBoard::start(Script::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = config_yaml(
+        broker.port,
+        &dir.path().join("store"),
+        &[("vm-001", &board.path)],
+    );
+    let with_password = |password: &str| {
+        base.replace(
+            "  keep_alive: 5s\n",
+            &format!("  keep_alive: 5s\n  username: gw\n  password: {password}\n"),
+        )
+    };
+    let mut gateway = Gateway::start(dir.path(), &with_password("wrong-password"));
+    // The machine's events are ACKed (durable) while the broker refuses us.
+    for amount in 1..=5u32 {
+        board
+            .send("money_collected", json!({"mode": "coin", "amount": amount}))
+            .await;
+    }
+    for _ in 0..5 {
+        board
+            .expect(SECS(10), "event ACKed", |e| {
+                matches!(e, BoardEvent::DataAcked { .. })
+            })
+            .await;
+    }
+    tokio::time::sleep(SECS(4)).await;
+    let log = gateway.log_text();
+    assert!(
+        log.contains("refused the connection"),
+        "one clear line: {log}"
+    );
+    assert!(
+        !log.contains("wrong-password"),
+        "the password never appears in logs"
+    );
+    // Backoff, not a tight loop: two sessions over ~5 s.
+    let attempts = std::fs::read_to_string(broker.log_path())
+        .unwrap_or_default()
+        .matches("New connection from")
+        .count();
+    assert!(
+        (2..=30).contains(&attempts),
+        "{attempts} connection attempts in ~5 s"
+    );
+    // The operator fixes the password: everything kept is delivered.
+    assert_eq!(gateway.terminate().and_then(|s| s.code()), Some(0));
+    std::fs::write(&gateway.config, with_password("right-password")).expect("config");
+    let mut client = {
+        // The test client needs the credentials too.
+        let mut options = rumqttc::MqttOptions::new("checker", "127.0.0.1", broker.port);
+        options.set_credentials("gw", "right-password");
+        let (c, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(event) = eventloop.poll().await {
+                if let rumqttc::Event::Incoming(rumqttc::Incoming::Publish(p)) = event {
+                    let _ = tx.send((
+                        p.topic.clone(),
+                        String::from_utf8_lossy(&p.payload).into_owned(),
+                    ));
+                }
+            }
+        });
+        c.subscribe("vending/#", rumqttc::QoS::AtLeastOnce)
+            .await
+            .expect("subscribe");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rx
+    };
+    gateway.spawn();
+    let mut amounts = Vec::new();
+    let deadline = tokio::time::Instant::now() + SECS(15);
+    while amounts.len() < 5 {
+        match tokio::time::timeout_at(deadline, client.recv()).await {
+            Ok(Some((topic, payload))) if topic == MONEY => {
+                let v: serde_json::Value = serde_json::from_str(&payload).expect("json");
+                amounts.push(v["amount"].as_u64().unwrap_or(0));
+            }
+            Ok(Some(_)) => {}
+            _ => panic!("only {amounts:?} delivered"),
+        }
+    }
+    assert_eq!(amounts, vec![1, 2, 3, 4, 5]);
+}

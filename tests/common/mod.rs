@@ -43,6 +43,7 @@ pub struct Broker {
     pub port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
+    extra: String,
 }
 
 fn mosquitto_path() -> Option<PathBuf> {
@@ -67,6 +68,7 @@ impl Broker {
             port,
             child: None,
             dir,
+            extra: String::new(),
         };
         if mosquitto_path().is_some() {
             broker.start_mosquitto();
@@ -87,6 +89,37 @@ impl Broker {
         self.child.is_some()
     }
 
+    /// Mosquitto that accepts only `user` with `password`, logging every
+    /// connection attempt to `log_path()`. None without Mosquitto.
+    pub fn with_password(user: &str, password: &str) -> Option<Broker> {
+        mosquitto_path()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwd = dir.path().join("passwd");
+        let status = Command::new("mosquitto_passwd")
+            .args(["-b", "-c"])
+            .arg(&passwd)
+            .args([user, password])
+            .status()
+            .expect("mosquitto_passwd");
+        assert!(status.success());
+        let mut broker = Broker {
+            port: free_port(),
+            child: None,
+            dir,
+            extra: String::new(),
+        };
+        broker.extra = format!(
+            "allow_anonymous false\npassword_file {}\nlog_type all\nlog_dest stderr\n",
+            passwd.display(),
+        );
+        broker.start_mosquitto();
+        Some(broker)
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("mosquitto.log")
+    }
+
     fn start_mosquitto(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -96,8 +129,13 @@ impl Broker {
             // machine's gateway works through a 10,000-command flood; a
             // production broker facing such floods needs the same setting.
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n",
-                self.port
+                "listener {} 127.0.0.1\npersistence false\nmax_queued_messages 0\n{}",
+                self.port,
+                if self.extra.is_empty() {
+                    "allow_anonymous true\n"
+                } else {
+                    &self.extra
+                }
             ),
         )
         .expect("write mosquitto.conf");
