@@ -16,7 +16,7 @@ pub(super) async fn run(
     commands: Option<mpsc::Sender<Publish>>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut connected = false;
     let mut last_error = String::new();
     loop {

@@ -255,6 +255,7 @@ impl Store {
             path: path.clone(),
             opts,
             commits: commits.clone(),
+            lazy_commits: std::sync::atomic::AtomicU64::new(0),
             counters: counters.clone(),
         };
         let thread = std::thread::Builder::new()
