@@ -2,6 +2,9 @@
 
 use serde_json::{Map, Value};
 
+use crate::config::{Config, TopicVars, TopicsConfig};
+use crate::store::{ItemClass, Op, OutItem};
+
 /// The `status` of a command result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -67,6 +70,33 @@ impl CommandResult {
     pub fn with_response(mut self, response: Map<String, Value>) -> CommandResult {
         self.response = Some(response);
         self
+    }
+
+    /// The outbox append that publishes this result (QoS 1, not retained)
+    /// on `machine`'s result topic for `command`; also returns the JSON.
+    pub fn publication(&self, config: &Config, machine: &str, command: &str) -> (Op, String) {
+        let json = self.to_json();
+        let topic = TopicsConfig::render(
+            &config.topics.result,
+            &TopicVars {
+                prefix: &config.mqtt.topic_prefix,
+                machine,
+                gateway: &config.gateway.id,
+                name: "",
+                command,
+            },
+        );
+        let op = Op::Append {
+            session: machine.to_owned(),
+            item: OutItem {
+                topic,
+                payload: json.clone().into_bytes(),
+                qos: 1,
+                retain: false,
+                class: ItemClass::Result,
+            },
+        };
+        (op, json)
     }
 
     pub fn to_json(&self) -> String {

@@ -16,11 +16,11 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, warn};
 
 use super::{parse, CommandResult, Status};
-use crate::config::{Config, TopicVars, TopicsConfig};
+use crate::config::Config;
 use crate::device::QueuedCommand;
 use crate::mqtt::Publish;
 use crate::profile::Profile;
-use crate::store::{CommandPhase, CommandRecord, ItemClass, Op, OutItem, Store};
+use crate::store::{CommandPhase, CommandRecord, Op, Store};
 
 pub struct Router {
     pub machine: String,
@@ -171,26 +171,6 @@ impl Router {
     }
 
     fn result_op(&self, command: &str, result: &CommandResult) -> Op {
-        let config = &self.config;
-        let topic = TopicsConfig::render(
-            &config.topics.result,
-            &TopicVars {
-                prefix: &config.mqtt.topic_prefix,
-                machine: &self.machine,
-                gateway: &config.gateway.id,
-                name: "",
-                command,
-            },
-        );
-        Op::Append {
-            session: self.machine.clone(),
-            item: OutItem {
-                topic,
-                payload: result.to_json().into_bytes(),
-                qos: 1,
-                retain: false,
-                class: ItemClass::Result,
-            },
-        }
+        result.publication(&self.config, &self.machine, command).0
     }
 }

@@ -14,9 +14,8 @@ use super::messages::Decoded;
 use super::task::{Device, Purpose};
 use super::QueuedCommand;
 use crate::command::{CommandResult, Status};
-use crate::config::{TopicVars, TopicsConfig};
 use crate::profile::{Completion, LinkMode};
-use crate::store::{CommandPhase, CommandRecord, ItemClass, Op, OutItem};
+use crate::store::{CommandPhase, CommandRecord, Op};
 
 /// How long a command waits for a machine whose link is down before its
 /// result is `offline`.
@@ -270,29 +269,9 @@ impl Device {
     }
 
     fn result_ops(&self, id: &str, command: &str, at_ms: i64, result: &CommandResult) -> Vec<Op> {
-        let json = result.to_json();
-        let config = &self.ctx.config;
-        let topic = TopicsConfig::render(
-            &config.topics.result,
-            &TopicVars {
-                prefix: &config.mqtt.topic_prefix,
-                machine: &self.machine,
-                gateway: &config.gateway.id,
-                name: "",
-                command,
-            },
-        );
+        let (publish, json) = result.publication(&self.ctx.config, &self.machine, command);
         vec![
-            Op::Append {
-                session: self.machine.clone(),
-                item: OutItem {
-                    topic,
-                    payload: json.clone().into_bytes(),
-                    qos: 1,
-                    retain: false,
-                    class: ItemClass::Result,
-                },
-            },
+            publish,
             Op::PutCommand {
                 machine: self.machine.clone(),
                 record: CommandRecord {
