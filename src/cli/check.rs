@@ -3,40 +3,33 @@
 
 use std::path::Path;
 
-use super::EXIT_CONFIG;
-use crate::config::Config;
-use crate::gateway::load_profiles;
+use super::{load_config, EXIT_CONFIG};
+use crate::profile::Profile;
 
 pub fn check(path: &Path) -> i32 {
-    let config = match Config::load(path) {
+    let config = match load_config(path, |warning| eprintln!("warning: {warning}")) {
         Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return EXIT_CONFIG;
-        }
+        Err(code) => return code,
     };
-    for warning in &config.warnings {
-        eprintln!("warning: {warning}");
-    }
-    match load_profiles(&config) {
-        Ok(profiles) => {
-            let mut names: Vec<&String> = profiles.keys().collect();
-            names.sort();
-            eprintln!(
-                "{}: valid ({} device(s); profiles: {})",
-                path.display(),
-                config.devices.len(),
-                names
-                    .iter()
-                    .map(|n| n.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            0
-        }
-        Err(e) => {
+    // Every profile is checked, so one run reports every broken file.
+    let names: std::collections::BTreeSet<&str> =
+        config.devices.iter().map(|d| d.profile.as_str()).collect();
+    let mut valid = true;
+    for name in &names {
+        if let Err(e) = Profile::resolve(&config.profiles_dir, name) {
             eprintln!("{e}");
-            EXIT_CONFIG
+            valid = false;
         }
     }
+    if !valid {
+        return EXIT_CONFIG;
+    }
+    let names: Vec<&str> = names.into_iter().collect();
+    eprintln!(
+        "{}: valid ({} device(s); profiles: {})",
+        path.display(),
+        config.devices.len(),
+        names.join(", ")
+    );
+    0
 }

@@ -105,6 +105,21 @@ pub fn main() -> i32 {
     })
 }
 
+/// Loads the config; on errors prints each (file:line:column) to stderr and
+/// returns the exit code. Warnings go to `warn`.
+fn load_config(path: &std::path::Path, warn: impl Fn(&str)) -> Result<crate::config::Config, i32> {
+    match crate::config::Config::load(path) {
+        Ok(config) => {
+            config.warnings.iter().for_each(|w| warn(w));
+            Ok(config)
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            Err(EXIT_CONFIG)
+        }
+    }
+}
+
 /// Waits for SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};

@@ -4,21 +4,14 @@ use std::path::Path;
 
 use tracing::{error, info, warn};
 
-use super::{shutdown_signal, EXIT_CONFIG, EXIT_FATAL};
-use crate::config::Config;
+use super::{load_config, shutdown_signal, EXIT_CONFIG, EXIT_FATAL};
 use crate::gateway::{Gateway, StartError};
 
 pub async fn run(path: &Path) -> i32 {
-    let config = match Config::load(path) {
+    let config = match load_config(path, |warning| warn!("{warning}")) {
         Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return EXIT_CONFIG;
-        }
+        Err(code) => return code,
     };
-    for warning in &config.warnings {
-        warn!("{warning}");
-    }
     let gateway = match Gateway::start(config) {
         Ok(gateway) => gateway,
         Err(e @ StartError::Profile(_)) => {
