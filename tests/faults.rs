@@ -14,51 +14,6 @@ use vendgate::sim::{BoardEvent, Script};
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 const MONEY: &str = "vending/vm-001/event/money_collected";
 
-fn vmc_frame(cmd: u8, packno: u8, text: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0xFA, 0xFB, cmd, (text.len() + 1) as u8, packno];
-    frame.extend_from_slice(text);
-    let xor = frame.iter().fold(0u8, |x, b| x ^ b);
-    frame.push(xor);
-    frame
-}
-
-fn money(packno: u8, amount: u32) -> Vec<u8> {
-    let mut text = vec![2];
-    text.extend_from_slice(&amount.to_be_bytes());
-    vmc_frame(0x21, packno, &text)
-}
-
-struct Setup {
-    broker: Broker,
-    board: TestBoard,
-    gateway: Gateway,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn setup() -> Setup {
-    let broker = Broker::start();
-    let client = Client::connect(broker.port, "vending/#").await;
-    let board = TestBoard::start(Script::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_yaml(
-        broker.port,
-        &dir.path().join("store"),
-        &[("vm-001", &board.path)],
-    );
-    let gateway = Gateway::start(dir.path(), &config);
-    let mut s = Setup {
-        broker,
-        board,
-        gateway,
-        client,
-        _dir: dir,
-    };
-    s.client.expect_status("vm-001", "online", SECS(10)).await;
-    s.client.seen.retain(|m| m.topic != "vending/vm-001/status");
-    s
-}
-
 /// Amounts of the money events published, in arrival order, and their seqs.
 fn amounts(messages: &[Msg]) -> (Vec<u64>, Vec<u64>) {
     messages
@@ -89,7 +44,7 @@ async fn collect_money(client: &mut Client, count: usize, within: Duration) -> V
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broker_outage_loses_no_event_and_keeps_their_order() {
-    let mut s = setup().await;
+    let mut s = rig(Script::default()).await;
     if !s.broker.is_mosquitto() {
         // Only possible outside CI (where Mosquitto is required): the
         // embedded broker cannot be stopped and restarted.
@@ -147,7 +102,7 @@ async fn a_broker_outage_loses_no_event_and_keeps_their_order() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_stream_loses_no_acked_event_and_reruns_no_command() {
-    let mut s = setup().await;
+    let mut s = rig(Script::default()).await;
     // A request that the board never answers: at the kill it was written
     // and its completion is unknown.
     s.client
@@ -276,7 +231,7 @@ async fn a_serial_peer_that_vanishes_and_returns_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn line_noise_never_publishes_a_corrupted_frame_and_loses_no_valid_one() {
-    let mut s = setup().await;
+    let mut s = rig(Script::default()).await;
     let mut rng = 0x2545F4914F6CDD1Du64;
     let mut next = || {
         rng ^= rng << 13;
@@ -331,7 +286,7 @@ async fn line_noise_never_publishes_a_corrupted_frame_and_loses_no_valid_one() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_ten_thousand_commands_each_gets_a_result() {
-    let mut s = setup().await;
+    let mut s = rig(Script::default()).await;
     // The embedded broker (only outside CI, without Mosquitto) is a demo
     // broker that sheds load past a few thousand queued messages; the
     // 10,000-command flood is Mosquitto's.

@@ -11,15 +11,6 @@ use vendgate::sim::{BoardEvent, Script};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-/// A VMC frame with its XOR (protocol §2), for hand-made frames.
-fn vmc_frame(cmd: u8, packno: u8, text: &[u8]) -> Vec<u8> {
-    let mut frame = vec![0xFA, 0xFB, cmd, (text.len() + 1) as u8, packno];
-    frame.extend_from_slice(text);
-    let xor = frame.iter().fold(0u8, |x, b| x ^ b);
-    frame.push(xor);
-    frame
-}
-
 /// The board answers every request command, as a real one would.
 fn answering_script() -> Script {
     serde_yaml::from_str(
@@ -52,39 +43,6 @@ on_command:
 "#,
     )
     .expect("script")
-}
-
-struct Rig {
-    _broker: Broker,
-    board: TestBoard,
-    gateway: Gateway,
-    client: Client,
-    _dir: tempfile::TempDir,
-}
-
-async fn rig(script: Script) -> Rig {
-    let broker = Broker::start();
-    let client = Client::connect(broker.port, "vending/#").await;
-    let board = TestBoard::start(script);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_yaml(
-        broker.port,
-        &dir.path().join("store"),
-        &[("vm-001", &board.path)],
-    );
-    let gateway = Gateway::start(dir.path(), &config);
-    let mut rig = Rig {
-        _broker: broker,
-        board,
-        gateway,
-        client,
-        _dir: dir,
-    };
-    rig.client.expect_status("vm-001", "online", SECS(10)).await;
-    rig.client
-        .seen
-        .retain(|m| m.topic != "vending/vm-001/status");
-    rig
 }
 
 fn command_count(events: &[BoardEvent]) -> usize {
@@ -337,7 +295,7 @@ async fn every_command_reaches_the_board_and_completes() {
             m.topic == "vending/vm-001/telemetry/machine_status"
         })
         .await;
-    let mut late = Client::connect(r._broker.port, "vending/vm-001/telemetry/machine_status").await;
+    let mut late = Client::connect(r.broker.port, "vending/vm-001/telemetry/machine_status").await;
     let retained = late
         .expect(SECS(5), "retained machine_status", |m| m.retain)
         .await;

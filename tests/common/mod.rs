@@ -512,3 +512,57 @@ pub fn write_file(path: &Path, text: &str) {
     let mut f = std::fs::File::create(path).expect("create");
     f.write_all(text.as_bytes()).expect("write");
 }
+
+/// A VMC frame with its XOR (protocol §2), for hand-made frames.
+pub fn vmc_frame(cmd: u8, packno: u8, text: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0xFA, 0xFB, cmd, (text.len() + 1) as u8, packno];
+    frame.extend_from_slice(text);
+    let xor = frame.iter().fold(0u8, |x, b| x ^ b);
+    frame.push(xor);
+    frame
+}
+
+/// A money_collected frame (coin) for `amount`.
+pub fn money(packno: u8, amount: u32) -> Vec<u8> {
+    let mut text = vec![2];
+    text.extend_from_slice(&amount.to_be_bytes());
+    vmc_frame(0x21, packno, &text)
+}
+
+/// Broker, simulated board, gateway and a business-side client, with the
+/// machine online.
+pub struct Rig {
+    pub broker: Broker,
+    pub board: TestBoard,
+    pub gateway: Gateway,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+pub async fn rig(script: Script) -> Rig {
+    let broker = Broker::start();
+    let client = Client::connect(broker.port, "vending/#").await;
+    let board = TestBoard::start(script);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_yaml(
+        broker.port,
+        &dir.path().join("store"),
+        &[("vm-001", &board.path)],
+    );
+    let gateway = Gateway::start(dir.path(), &config);
+    let mut rig = Rig {
+        broker,
+        board,
+        gateway,
+        client,
+        _dir: dir,
+    };
+    rig.client
+        .expect_status("vm-001", "online", Duration::from_secs(10))
+        .await;
+    // Forget earlier statuses so tests can wait for the next change.
+    rig.client
+        .seen
+        .retain(|m| m.topic != "vending/vm-001/status");
+    rig
+}
