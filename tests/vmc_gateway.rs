@@ -710,3 +710,35 @@ async fn a_full_queue_answers_busy() {
         .await;
     assert_eq!(result["status"], "busy", "{result}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_command_staged_but_unsent_at_shutdown_is_reported_not_sent() {
+    let mut r = rig(Script::default()).await;
+    // The board stops polling: the link stays up for 600 ms, long enough for
+    // the command to be staged, but no POLL will carry it.
+    r.board.polling(false).await;
+    r.client
+        .publish(
+            "vending/vm-001/cmd/buy",
+            r#"{"id":"u-1","selection":11}"#,
+            false,
+        )
+        .await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(r.gateway.terminate().and_then(|s| s.code()), Some(0));
+    r.board.polling(true).await;
+    r.gateway.spawn();
+    let result = r
+        .client
+        .expect_result("vm-001", "buy", "u-1", SECS(10))
+        .await;
+    assert_eq!(result["status"], "failed", "{result}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("not sent"),
+        "{result}"
+    );
+    assert_eq!(command_count(&r.board.drain(SECS(1)).await), 0);
+}

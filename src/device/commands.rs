@@ -184,6 +184,24 @@ impl Device {
         )
     }
 
+    /// The record that puts a staged, never-written current command back
+    /// to `Queued` (see `drain_writes`).
+    pub(super) fn unsent_current_record(&self) -> Option<Op> {
+        let current = self
+            .current
+            .as_ref()
+            .filter(|c| matches!(c.phase, Phase::Recording | Phase::Staged))?;
+        Some(Op::PutCommand {
+            machine: self.machine.clone(),
+            record: CommandRecord {
+                id: current.cmd.id.clone(),
+                command: current.cmd.def.name.clone(),
+                phase: CommandPhase::Queued,
+                at_ms: current.cmd.accepted_ms,
+            },
+        })
+    }
+
     pub(super) fn collect_gave_up(&mut self) {
         for token in self.link.take_gave_up() {
             if let Some(done) = self.current.take_if(|c| c.token == token) {

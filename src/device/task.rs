@@ -440,7 +440,13 @@ impl Device {
         self.start_write();
     }
 
+    /// Clean shutdown: pending durable writes complete, and a command that
+    /// was staged but never reached the wire goes back to `Queued`, so the
+    /// next start reports it "not sent" rather than "outcome unknown".
     async fn drain_writes(mut self) {
+        if let Some(op) = self.unsent_current_record() {
+            self.schedule(vec![op], Purpose::Done);
+        }
         while self.writing.is_some() {
             let (purposes, result) = poll_write(&mut self.writing).await;
             self.after_commit_offline(purposes, result);
