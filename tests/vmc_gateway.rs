@@ -742,3 +742,36 @@ async fn a_command_staged_but_unsent_at_shutdown_is_reported_not_sent() {
     );
     assert_eq!(command_count(&r.board.drain(SECS(1)).await), 0);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_debounce_and_reason_templates() {
+    let extra = "status_payloads:\n  offline: \"offline:{reason}\"\n  debounce: 2s\n";
+    let mut r = rig_with(Script::default(), extra).await;
+    // A short silence (link down after 600 ms, back at 1 s) publishes nothing.
+    r.board.polling(false).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    r.board.polling(true).await;
+    let quiet = r.client.drain(SECS(3)).await;
+    assert!(
+        quiet.iter().all(|m| m.topic != "vending/vm-001/status"),
+        "no flapping: {quiet:?}"
+    );
+    // A long one publishes `offline` with its reason, after the debounce.
+    r.board.polling(false).await;
+    let start = std::time::Instant::now();
+    r.client
+        .expect_status("vm-001", "offline:link_lost", SECS(6))
+        .await;
+    assert!(
+        start.elapsed() >= Duration::from_millis(2400),
+        "{:?}",
+        start.elapsed()
+    );
+    r.board.polling(true).await;
+    r.client.expect_status("vm-001", "online", SECS(3)).await;
+    // The will carries its own reason.
+    r.gateway.kill9();
+    r.client
+        .expect_status("vm-001", "offline:gateway_lost", SECS(15))
+        .await;
+}

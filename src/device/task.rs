@@ -55,6 +55,8 @@ pub(super) struct Device {
     /// Since when the link is down (for the `offline` command results).
     pub down_since: Option<Instant>,
     started: Instant,
+    /// An offline state waiting out its debounce, and when it is due.
+    pending_offline: Option<(Availability, Instant)>,
     /// Data frames whose publications are being made durable: the board
     /// retransmits them while it waits for our ACK; they are not new.
     persisting: HashSet<(FrameCode, Option<u8>)>,
@@ -145,6 +147,7 @@ impl Device {
             next_token: 1,
             down_since: Some(Instant::now()),
             started: Instant::now(),
+            pending_offline: None,
             persisting: HashSet::new(),
             last_rx: None,
             writing: None,
@@ -526,6 +529,7 @@ impl Device {
     /// transition: after one link-down period from the start, the machine
     /// is reported `offline` so its status is known.
     fn settle_startup(&mut self, now: Instant) {
+        self.settle_debounce(now);
         let starting = matches!(
             &*self.ctx.availability.borrow(),
             Availability::Offline {
@@ -545,7 +549,35 @@ impl Device {
         self.set_availability(Availability::offline(OfflineReason::PortMissing));
     }
 
-    pub(super) fn set_availability(&self, availability: Availability) {
+    /// Reports a change of availability. Going offline from online waits
+    /// `status_payloads.debounce` (a single missed POLL must not flap the
+    /// status); coming back within it publishes nothing at all.
+    pub(super) fn set_availability(&mut self, availability: Availability) {
+        let debounce = self.ctx.config.status_payloads.debounce;
+        let was_online = matches!(&*self.ctx.availability.borrow(), Availability::Online);
+        match &availability {
+            Availability::Offline { .. } if was_online && !debounce.is_zero() => {
+                self.pending_offline
+                    .get_or_insert_with(|| (availability.clone(), Instant::now() + debounce));
+                return;
+            }
+            _ => self.pending_offline = None,
+        }
+        self.publish_availability(availability);
+    }
+
+    /// Publishes an offline state whose debounce ran out.
+    fn settle_debounce(&mut self, now: Instant) {
+        if let Some((availability, due)) = self.pending_offline.take() {
+            if now >= due {
+                self.publish_availability(availability);
+            } else {
+                self.pending_offline = Some((availability, due));
+            }
+        }
+    }
+
+    fn publish_availability(&self, availability: Availability) {
         // Only real changes: re-sending the same state would re-publish it.
         self.ctx.availability.send_if_modified(|current| {
             let same = matches!(

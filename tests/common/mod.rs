@@ -540,15 +540,21 @@ pub struct Rig {
 }
 
 pub async fn rig(script: Script) -> Rig {
+    rig_with(script, "").await
+}
+
+/// Like `rig`, with `extra` appended to the config (top-level keys).
+pub async fn rig_with(script: Script, extra: &str) -> Rig {
     let broker = Broker::start();
     let client = Client::connect(broker.port, "vending/#").await;
     let board = TestBoard::start(script);
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_yaml(
+    let mut config = config_yaml(
         broker.port,
         &dir.path().join("store"),
         &[("vm-001", &board.path)],
     );
+    config.push_str(extra);
     let gateway = Gateway::start(dir.path(), &config);
     let mut rig = Rig {
         broker,
