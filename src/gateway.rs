@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -17,6 +17,7 @@ use crate::device::{self, DeviceContext};
 use crate::mqtt::{self, status_payload, Availability, OfflineReason, SessionSpec};
 use crate::profile::{Profile, ProfileError};
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::systemd::{self, Liveness, Notifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -46,6 +47,41 @@ pub struct Gateway {
     routers: Vec<JoinHandle<()>>,
     sessions: Vec<JoinHandle<()>>,
     pub shutdown: CancellationToken,
+    notifier: Arc<Notifier>,
+}
+
+type Statuses = Vec<(String, watch::Receiver<Availability>)>;
+
+/// One line for `systemctl status`: which machines are online.
+fn summary(statuses: &Statuses) -> String {
+    let online: Vec<&str> = statuses
+        .iter()
+        .filter(|(_, rx)| matches!(&*rx.borrow(), Availability::Online))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let offline: Vec<&str> = statuses
+        .iter()
+        .filter(|(_, rx)| !matches!(&*rx.borrow(), Availability::Online))
+        .map(|(id, _)| id.as_str())
+        .collect();
+    let mut line = format!("{}/{} machines online", online.len(), statuses.len());
+    if !offline.is_empty() {
+        line.push_str(&format!("; offline: {}", offline.join(", ")));
+    }
+    line
+}
+
+/// Keeps systemd's STATUS= line current.
+async fn report_status(notifier: Arc<Notifier>, statuses: Statuses) {
+    let mut last = String::new();
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let line = summary(&statuses);
+        if line != last {
+            notifier.notify(&format!("STATUS={line}"));
+            last = line;
+        }
+    }
 }
 
 impl Gateway {
@@ -64,6 +100,8 @@ impl Gateway {
         let mut devices = Vec::new();
         let mut routers = Vec::new();
         let mut sessions = Vec::new();
+        let mut liveness = Liveness::default();
+        let mut statuses = Vec::new();
 
         fn vars<'a>(config: &'a Config, machine: &'a str) -> TopicVars<'a> {
             TopicVars {
@@ -88,6 +126,7 @@ impl Gateway {
             },
             store.clone(),
             will.clone(),
+            liveness.register(format!("mqtt {}", config.gateway.id)),
             shutdown.clone(),
         )?;
         gateway.availability.send_replace(Availability::Online);
@@ -118,9 +157,11 @@ impl Gateway {
                 },
                 store.clone(),
                 will.clone(),
+                liveness.register(format!("mqtt {machine}")),
                 shutdown.clone(),
             )?;
             sessions.append(&mut session.tasks);
+            statuses.push((device.id.clone(), session.availability.subscribe()));
             let (device_tx, device_rx) = mpsc::unbounded_channel();
             let queued = Arc::new(AtomicUsize::new(0));
             if let Some(publishes) = session.commands.take() {
@@ -145,6 +186,7 @@ impl Gateway {
                 telemetry: session.telemetry,
                 commands: device_rx,
                 queued,
+                heartbeat: liveness.register(format!("device {machine}")),
             };
             devices.push(tokio::spawn(device::run(ctx, shutdown.clone())));
         }
@@ -153,17 +195,33 @@ impl Gateway {
             std::future::pending::<()>().await
         }));
         info!(gateway = %config.gateway.id, machines = config.devices.len(), "gateway started");
+        // Every port is open or being retried and every session started.
+        let notifier = Arc::new(Notifier::from_env());
+        if notifier.enabled() {
+            notifier.notify(&format!("READY=1\nSTATUS={}", summary(&statuses)));
+            routers.push(tokio::spawn(report_status(notifier.clone(), statuses)));
+            if let Some(period) = systemd::watchdog_period() {
+                routers.push(tokio::spawn(systemd::run_watchdog(
+                    notifier.clone(),
+                    liveness,
+                    period,
+                )));
+            }
+        }
         Ok(Gateway {
             devices,
             routers,
             sessions,
             shutdown,
+            notifier,
         })
     }
 
     /// Stops the device tasks (their durable writes complete), then the
     /// sessions (each publishes `offline` and disconnects).
     pub async fn stop(self) {
+        self.notifier
+            .notify("STOPPING=1\nSTATUS=stopping: publishing offline");
         self.shutdown.cancel();
         for task in &self.routers {
             // A command recorded but not yet handed over is reported at the

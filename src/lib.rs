@@ -15,3 +15,4 @@ pub mod mqtt;
 pub mod profile;
 pub mod sim;
 pub mod store;
+pub mod systemd;

@@ -58,6 +58,8 @@ pub struct DeviceContext {
     /// Accepted commands not yet taken up by the device: the router answers
     /// `busy` when this reaches the queue limit.
     pub queued: Arc<AtomicUsize>,
+    /// Shown to the systemd watchdog at every loop tick.
+    pub heartbeat: crate::systemd::Heartbeat,
 }
 
 /// RFC 3339 UTC with milliseconds, as DESIGN §4 asks for `ts`.

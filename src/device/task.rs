@@ -214,6 +214,7 @@ impl Device {
                 }
                 Some(cmd) = self.ctx.commands.recv() => self.queue.push_back(cmd),
                 _ = ticker.tick() => {
+                    self.ctx.heartbeat.beat();
                     self.settle_startup(Instant::now());
                     self.check_deadlines(Instant::now());
                 }
@@ -512,6 +513,9 @@ impl Device {
     }
 
     async fn on_tick(&mut self, port: &mut SerialStream) -> std::io::Result<()> {
+        self.ctx.heartbeat.beat();
+        #[cfg(debug_assertions)]
+        failpoint_stall(&self.machine, self.started).await;
         let now = Instant::now();
         self.settle_startup(now);
         if self.link.tick(now) == Some(Change::Down) {
@@ -604,6 +608,18 @@ impl Device {
         let cmd = self.queue.pop_front()?;
         self.ctx.queued.fetch_sub(1, Ordering::SeqCst);
         Some(cmd)
+    }
+}
+
+/// Test builds only: `VENDGATE_FAILPOINT_STALL_DEVICE=<machine>` makes that
+/// device task hang 2 s after start, as a task stuck in a driver call would,
+/// so the systemd watchdog's liveness check can be tested end to end.
+#[cfg(debug_assertions)]
+async fn failpoint_stall(machine: &str, started: Instant) {
+    let target = std::env::var("VENDGATE_FAILPOINT_STALL_DEVICE").ok();
+    if target.as_deref() == Some(machine) && started.elapsed() > Duration::from_secs(2) {
+        tracing::warn!(machine, "failpoint: device task stalls");
+        std::future::pending::<()>().await;
     }
 }
 

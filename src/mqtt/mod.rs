@@ -173,6 +173,7 @@ pub fn spawn_session(
     spec: SessionSpec,
     store: Store,
     will: String,
+    heartbeat: crate::systemd::Heartbeat,
     shutdown: CancellationToken,
 ) -> Result<SessionHandle, OptionsError> {
     let options = mqtt_options(config, &spec, will)?;
@@ -200,6 +201,7 @@ pub fn spawn_session(
             availability: availability_rx,
             telemetry: telemetry_rx,
             events: events_rx,
+            heartbeat,
             shutdown,
         }
         .run(),

@@ -23,6 +23,7 @@ pub(super) struct Sender {
     pub availability: watch::Receiver<Availability>,
     pub telemetry: mpsc::Receiver<OutItem>,
     pub events: mpsc::UnboundedReceiver<DriverEvent>,
+    pub heartbeat: crate::systemd::Heartbeat,
     pub shutdown: CancellationToken,
 }
 
@@ -72,9 +73,11 @@ impl Sender {
             availability_open: true,
             ..Tracking::default()
         };
+        let mut alive = tokio::time::interval(Duration::from_millis(200));
         loop {
             tokio::select! {
                 biased;
+                _ = alive.tick() => self.heartbeat.beat(),
                 event = self.events.recv() => {
                     let Some(event) = event else { return };
                     self.on_event(&mut t, event);

@@ -177,6 +177,8 @@ pub struct Gateway {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Extra environment for the process (e.g. NOTIFY_SOCKET).
+    pub env: Vec<(String, String)>,
 }
 
 pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> String {
@@ -195,6 +197,10 @@ pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> 
 
 impl Gateway {
     pub fn start(dir: &Path, config: &str) -> Gateway {
+        Gateway::start_with_env(dir, config, &[])
+    }
+
+    pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Gateway {
         std::fs::create_dir_all(dir).expect("dir");
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -203,6 +209,10 @@ impl Gateway {
             dir: dir.to_owned(),
             config: config_path,
             log: dir.join("gateway.log"),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         gateway.spawn();
         gateway
@@ -219,6 +229,7 @@ impl Gateway {
             .arg("-c")
             .arg(&self.config)
             .env("RUST_LOG", "debug,rumqttc=info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
