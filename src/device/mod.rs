@@ -14,6 +14,7 @@ mod commands;
 mod messages;
 mod port;
 mod task;
+pub mod usb;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

@@ -2,6 +2,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -87,17 +88,14 @@ pub async fn run(ctx: DeviceContext, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     let mut last_error = String::new();
     loop {
-        let opened = match &device.ctx.device.port {
-            Some(path) => {
-                let baud = device
-                    .ctx
-                    .device
-                    .baud
-                    .unwrap_or(device.ctx.profile.serial.baud);
-                open_port(path, baud, &device.ctx.profile.serial).map_err(|e| e.to_string())
-            }
-            None => Err("USB matching is not supported by this build; use port:".to_owned()),
-        };
+        let baud = device
+            .ctx
+            .device
+            .baud
+            .unwrap_or(device.ctx.profile.serial.baud);
+        let opened = port_path(&device.ctx.device).and_then(|path| {
+            open_port(&path, baud, &device.ctx.profile.serial).map_err(|e| e.to_string())
+        });
         match opened {
             Ok(port) => {
                 info!(machine = %machine, "serial port open");
@@ -123,6 +121,29 @@ pub async fn run(ctx: DeviceContext, shutdown: CancellationToken) {
             return device.drain_writes().await;
         }
     }
+}
+
+/// Where the device's port is now: its `port` path (a by-id link is
+/// resolved by the open), or the tty its `usb` identity has at this moment,
+/// since an adapter may come back under another name.
+fn port_path(device: &crate::config::DeviceConfig) -> Result<std::path::PathBuf, String> {
+    if let Some(path) = &device.port {
+        return Ok(path.clone());
+    }
+    let Some(wanted) = &device.usb else {
+        return Err("the device has neither port nor usb".to_owned());
+    };
+    super::usb::find(Path::new("/sys"), wanted).ok_or_else(|| {
+        let serial = wanted
+            .serial
+            .as_deref()
+            .map(|s| format!(" with serial {s}"))
+            .unwrap_or_default();
+        format!(
+            "no USB serial adapter {:04x}:{:04x}{serial} is present",
+            wanted.vid, wanted.pid
+        )
+    })
 }
 
 impl Device {
