@@ -436,3 +436,83 @@ async fn a_broker_refusing_credentials_is_retried_with_backoff_and_loses_nothing
     }
     assert_eq!(amounts, vec![1, 2, 3, 4, 5]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_works_within_a_per_machine_acl() {
+    // Each session may only touch its own topics: a machine's session (client
+    // id = machine id) its machine's, the gateway's session the gateway's.
+    let acl = "user gw\npattern readwrite vending/%c/#\npattern readwrite vending/gateways/%c/#\n\nuser biz\ntopic readwrite vending/#\n";
+    let Some(broker) = Broker::with_auth(&[("gw", "gw-pass"), ("biz", "biz-pass")], Some(acl))
+    else {
+        assert!(std::env::var_os("CI").is_none(), "CI needs Mosquitto");
+        eprintln!("skipped: needs Mosquitto for ACLs");
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut options = rumqttc::MqttOptions::new("business", "127.0.0.1", broker.port);
+    options.set_credentials("biz", "biz-pass");
+    let (biz, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
+    tokio::spawn(async move {
+        while let Ok(event) = eventloop.poll().await {
+            if let rumqttc::Event::Incoming(rumqttc::Incoming::Publish(p)) = event {
+                let _ = tx.send((
+                    p.topic.clone(),
+                    String::from_utf8_lossy(&p.payload).into_owned(),
+                ));
+            }
+        }
+    });
+    biz.subscribe("vending/#", rumqttc::QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut board = TestBoard::start(Script::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config_yaml(
+        broker.port,
+        &dir.path().join("store"),
+        &[("vm-001", &board.path)],
+    )
+    .replace(
+        "  keep_alive: 5s\n",
+        "  keep_alive: 5s\n  username: gw\n  password: gw-pass\n",
+    );
+    let _gateway = Gateway::start(dir.path(), &config);
+    expect_msg(&mut rx, "vending/gateways/gw-test/status", "online").await;
+    expect_msg(&mut rx, "vending/vm-001/status", "online").await;
+    board
+        .send("money_collected", json!({"mode": "coin", "amount": 5}))
+        .await;
+    expect_msg(&mut rx, MONEY, "\"amount\":5").await;
+    biz.publish(
+        "vending/vm-001/cmd/buy",
+        rumqttc::QoS::AtLeastOnce,
+        false,
+        r#"{"id":"acl-1","selection":11}"#,
+    )
+    .await
+    .expect("publish");
+    expect_msg(&mut rx, "vending/vm-001/cmd/buy/result", "\"ok\"").await;
+    board
+        .expect(
+            SECS(5),
+            "the buy on the line",
+            |e| matches!(e, BoardEvent::Command { name, .. } if name == "buy"),
+        )
+        .await;
+}
+
+async fn expect_msg(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    topic: &str,
+    needle: &str,
+) -> String {
+    let deadline = tokio::time::Instant::now() + SECS(10);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((t, p))) if t == topic && p.contains(needle) => return p,
+            Ok(Some(_)) => {}
+            _ => panic!("no {topic} containing {needle}"),
+        }
+    }
+}

@@ -92,26 +92,41 @@ impl Broker {
     /// Mosquitto that accepts only `user` with `password`, logging every
     /// connection attempt to `log_path()`. None without Mosquitto.
     pub fn with_password(user: &str, password: &str) -> Option<Broker> {
+        Broker::with_auth(&[(user, password)], None)
+    }
+
+    /// Mosquitto with password authentication for `users` and, if given,
+    /// an ACL file; every connection attempt is logged to `log_path()`.
+    /// None without Mosquitto.
+    pub fn with_auth(users: &[(&str, &str)], acl: Option<&str>) -> Option<Broker> {
         mosquitto_path()?;
         let dir = tempfile::tempdir().expect("tempdir");
         let passwd = dir.path().join("passwd");
-        let status = Command::new("mosquitto_passwd")
-            .args(["-b", "-c"])
-            .arg(&passwd)
-            .args([user, password])
-            .status()
-            .expect("mosquitto_passwd");
-        assert!(status.success());
+        std::fs::write(&passwd, "").expect("passwd");
+        for (user, password) in users {
+            let status = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, password])
+                .status()
+                .expect("mosquitto_passwd");
+            assert!(status.success());
+        }
+        let mut extra = format!(
+            "allow_anonymous false\npassword_file {}\nlog_type all\nlog_dest stderr\n",
+            passwd.display(),
+        );
+        if let Some(acl) = acl {
+            let path = dir.path().join("acl");
+            std::fs::write(&path, acl).expect("acl");
+            extra.push_str(&format!("acl_file {}\n", path.display()));
+        }
         let mut broker = Broker {
             port: free_port(),
             child: None,
             dir,
-            extra: String::new(),
+            extra,
         };
-        broker.extra = format!(
-            "allow_anonymous false\npassword_file {}\nlog_type all\nlog_dest stderr\n",
-            passwd.display(),
-        );
         broker.start_mosquitto();
         Some(broker)
     }
