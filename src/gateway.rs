@@ -51,6 +51,8 @@ pub struct Gateway {
 impl Gateway {
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         let profiles = load_profiles(&config)?;
+        // The TLS files are read here, once for all sessions.
+        let connection = mqtt::Connection::from_config(&config)?;
         let store = Store::open(
             &config.store.path,
             StoreOptions {
@@ -77,6 +79,7 @@ impl Gateway {
         let will = status_payload(&config, &Availability::offline(OfflineReason::GatewayLost));
         let gateway = mqtt::spawn_session(
             &config,
+            &connection,
             SessionSpec {
                 name: config.gateway.id.clone(),
                 client_id: config.gateway.id.clone(),
@@ -89,7 +92,7 @@ impl Gateway {
             store.clone(),
             will.clone(),
             shutdown.clone(),
-        )?;
+        );
         gateway.availability.send_replace(Availability::Online);
         sessions.extend(gateway.tasks);
         // The gateway's availability sender must outlive the run.
@@ -103,6 +106,7 @@ impl Gateway {
             let client_id = TopicsConfig::render(&config.mqtt.client_id, &vars(&config, machine));
             let mut session = mqtt::spawn_session(
                 &config,
+                &connection,
                 SessionSpec {
                     name: device.id.clone(),
                     client_id,
@@ -119,7 +123,7 @@ impl Gateway {
                 store.clone(),
                 will.clone(),
                 shutdown.clone(),
-            )?;
+            );
             sessions.append(&mut session.tasks);
             let (device_tx, device_rx) = mpsc::unbounded_channel();
             let queued = Arc::new(AtomicUsize::new(0));

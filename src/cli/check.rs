@@ -18,6 +18,12 @@ pub fn check(path: &Path) -> i32 {
     for warning in &config.warnings {
         eprintln!("warning: {warning}");
     }
+    // The TLS files too: a board must not learn at its first connect that
+    // its CA file is not a certificate.
+    if let Err(e) = crate::mqtt::Connection::from_config(&config) {
+        eprintln!("{e}");
+        return EXIT_CONFIG;
+    }
     match load_profiles(&config) {
         Ok(profiles) => {
             let mut names: Vec<&String> = profiles.keys().collect();
