@@ -124,7 +124,11 @@ impl Writer {
         // and let redb free pages.
         let acks_only = kinds.iter().all(|k| matches!(k, Kind::Ack { .. }));
         let lazy = acks_only && self.lazy_commits.load(Ordering::Relaxed) < LAZY_ACK_COMMITS;
-        let durability = if lazy { Durability::None } else { Durability::Immediate };
+        let durability = if lazy {
+            Durability::None
+        } else {
+            Durability::Immediate
+        };
         txn.set_durability(durability)
             .at(&self.path)
             .map_err(Failure::Commit)?;
