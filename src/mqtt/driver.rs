@@ -165,3 +165,46 @@ fn describe_tls(error: &rustls::Error) -> String {
     };
     format!("TLS: {hint}: {error}")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use rumqttc::{ConnectionError, StateError, TlsError};
+    use rustls::{AlertDescription, CertificateError};
+
+    use super::describe;
+
+    fn wrapped(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn tls_failures_are_one_readable_sentence_however_wrapped() {
+        // The handshake (rumqttc's TLS error around an io::Error).
+        let untrusted = ConnectionError::Tls(TlsError::Io(wrapped(
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        )));
+        assert!(describe(&untrusted).starts_with(
+            "TLS: the broker's certificate is not trusted (check mqtt.tls.ca_file): "
+        ));
+        let wrong_name = ConnectionError::Tls(TlsError::Io(wrapped(
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+        )));
+        assert!(describe(&wrong_name)
+            .starts_with("TLS: the broker's certificate is not valid for the host name"));
+        // After the handshake: reading the CONNACK meets the broker's alert.
+        let no_client_cert = ConnectionError::MqttState(StateError::Io(wrapped(
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        )));
+        assert!(describe(&no_client_cert)
+            .starts_with("TLS: the broker rejected the gateway's client certificate"));
+        let expired = ConnectionError::Io(wrapped(rustls::Error::InvalidCertificate(
+            CertificateError::Expired,
+        )));
+        assert!(describe(&expired).contains("check the board's clock"));
+        // Not TLS: unchanged.
+        let refused = ConnectionError::Io(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(describe(&refused).starts_with("network error: "));
+    }
+}
