@@ -87,6 +87,8 @@ async fn report_status(notifier: Arc<Notifier>, statuses: Statuses) {
 impl Gateway {
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         let profiles = load_profiles(&config)?;
+        // The TLS files are read here, once for all sessions.
+        let connection = mqtt::Connection::from_config(&config)?;
         let store = Store::open(
             &config.store.path,
             StoreOptions {
@@ -115,6 +117,7 @@ impl Gateway {
         let will = status_payload(&config, &Availability::offline(OfflineReason::GatewayLost));
         let gateway = mqtt::spawn_session(
             &config,
+            &connection,
             SessionSpec {
                 name: config.gateway.id.clone(),
                 client_id: config.gateway.id.clone(),
@@ -128,7 +131,7 @@ impl Gateway {
             will.clone(),
             liveness.register(format!("mqtt {}", config.gateway.id)),
             shutdown.clone(),
-        )?;
+        );
         gateway.availability.send_replace(Availability::Online);
         sessions.extend(gateway.tasks);
         // The gateway's availability sender must outlive the run.
@@ -142,6 +145,7 @@ impl Gateway {
             let client_id = TopicsConfig::render(&config.mqtt.client_id, &vars(&config, machine));
             let mut session = mqtt::spawn_session(
                 &config,
+                &connection,
                 SessionSpec {
                     name: device.id.clone(),
                     client_id,
@@ -159,7 +163,7 @@ impl Gateway {
                 will.clone(),
                 liveness.register(format!("mqtt {machine}")),
                 shutdown.clone(),
-            )?;
+            );
             sessions.append(&mut session.tasks);
             statuses.push((device.id.clone(), session.availability.subscribe()));
             let (device_tx, device_rx) = mpsc::unbounded_channel();

@@ -11,10 +11,16 @@ pub fn check(path: &Path) -> i32 {
         Ok(config) => config,
         Err(code) => return code,
     };
+    // The TLS files too: a board must not learn at its first connect that
+    // its CA file is not a certificate.
+    let mut valid = true;
+    if let Err(e) = crate::mqtt::Connection::from_config(&config) {
+        eprintln!("{e}");
+        valid = false;
+    }
     // Every profile is checked, so one run reports every broken file.
     let names: std::collections::BTreeSet<&str> =
         config.devices.iter().map(|d| d.profile.as_str()).collect();
-    let mut valid = true;
     for name in &names {
         if let Err(e) = Profile::resolve(&config.profiles_dir, name) {
             eprintln!("{e}");

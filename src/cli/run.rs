@@ -14,7 +14,8 @@ pub async fn run(path: &Path) -> i32 {
     };
     let gateway = match Gateway::start(config) {
         Ok(gateway) => gateway,
-        Err(e @ StartError::Profile(_)) => {
+        // A bad profile or TLS file is a config error, like a bad config.
+        Err(e @ (StartError::Profile(_) | StartError::Mqtt(_))) => {
             eprintln!("{e}");
             return EXIT_CONFIG;
         }

@@ -89,7 +89,12 @@ pub(super) async fn run(
     }
 }
 
+/// One readable sentence per failure. The text must not change between
+/// retries of the same failure (the caller logs each distinct text once).
 fn describe(error: &ConnectionError) -> String {
+    if let Some(tls) = find_rustls_error(error) {
+        return describe_tls(tls);
+    }
     match error {
         ConnectionError::ConnectionRefused(code) => {
             format!(
@@ -97,6 +102,109 @@ fn describe(error: &ConnectionError) -> String {
             )
         }
         ConnectionError::Io(e) => format!("network error: {e}"),
+        ConnectionError::Websocket(e) => {
+            format!("websocket: {e}; check the host, port and path of mqtt.url")
+        }
+        ConnectionError::ResponseValidation(e) => {
+            format!("websocket: the server does not speak MQTT over websockets ({e})")
+        }
         other => other.to_string(),
+    }
+}
+
+/// The rustls error behind a connection error, if there is one: rumqttc and
+/// tungstenite wrap it in `io::Error`s, whose `source()` skips the wrapped
+/// error, so those are unwrapped with `get_ref()`.
+fn find_rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = current {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        current = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io.get_ref().map(|inner| inner as _),
+            None => e.source(),
+        };
+    }
+    None
+}
+
+fn describe_tls(error: &rustls::Error) -> String {
+    use rustls::{AlertDescription as Alert, CertificateError as Cert};
+    let hint = match error {
+        rustls::Error::InvalidCertificate(cert) => match cert {
+            Cert::UnknownIssuer | Cert::BadSignature => {
+                "the broker's certificate is not trusted (check mqtt.tls.ca_file)"
+            }
+            Cert::NotValidForName | Cert::NotValidForNameContext { .. } => {
+                "the broker's certificate is not valid for the host name in mqtt.url"
+            }
+            Cert::Expired
+            | Cert::ExpiredContext { .. }
+            | Cert::NotValidYet
+            | Cert::NotValidYetContext { .. } => {
+                "the broker's certificate is expired or not yet valid (check the board's clock)"
+            }
+            _ => "the broker's certificate was rejected",
+        },
+        rustls::Error::AlertReceived(
+            Alert::CertificateRequired
+            | Alert::BadCertificate
+            | Alert::UnknownCA
+            | Alert::CertificateUnknown
+            | Alert::AccessDenied,
+        ) => {
+            "the broker rejected the gateway's client certificate or wants one \
+             (check mqtt.tls.cert_file and key_file)"
+        }
+        rustls::Error::AlertReceived(_) => "the broker ended the handshake",
+        rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {
+            "the broker did not answer with TLS (is the port of mqtt.url a TLS listener?)"
+        }
+        _ => "the handshake failed",
+    };
+    format!("TLS: {hint}: {error}")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use rumqttc::{ConnectionError, StateError, TlsError};
+    use rustls::{AlertDescription, CertificateError};
+
+    use super::describe;
+
+    fn wrapped(e: rustls::Error) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, e)
+    }
+
+    #[test]
+    fn tls_failures_are_one_readable_sentence_however_wrapped() {
+        // The handshake (rumqttc's TLS error around an io::Error).
+        let untrusted = ConnectionError::Tls(TlsError::Io(wrapped(
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        )));
+        assert!(describe(&untrusted).starts_with(
+            "TLS: the broker's certificate is not trusted (check mqtt.tls.ca_file): "
+        ));
+        let wrong_name = ConnectionError::Tls(TlsError::Io(wrapped(
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
+        )));
+        assert!(describe(&wrong_name)
+            .starts_with("TLS: the broker's certificate is not valid for the host name"));
+        // After the handshake: reading the CONNACK meets the broker's alert.
+        let no_client_cert = ConnectionError::MqttState(StateError::Io(wrapped(
+            rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
+        )));
+        assert!(describe(&no_client_cert)
+            .starts_with("TLS: the broker rejected the gateway's client certificate"));
+        let expired = ConnectionError::Io(wrapped(rustls::Error::InvalidCertificate(
+            CertificateError::Expired,
+        )));
+        assert!(describe(&expired).contains("check the board's clock"));
+        // Not TLS: unchanged.
+        let refused = ConnectionError::Io(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(describe(&refused).starts_with("network error: "));
     }
 }

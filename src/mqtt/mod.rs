@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use options::{mqtt_options, OptionsError};
+pub use options::{mqtt_options, Connection, OptionsError};
 pub use rumqttc::Publish;
 
 use crate::config::Config;
@@ -170,13 +170,14 @@ impl Backoff {
 /// status topic if this session dies.
 pub fn spawn_session(
     config: &Config,
+    connection: &Connection,
     spec: SessionSpec,
     store: Store,
     will: String,
     heartbeat: crate::systemd::Heartbeat,
     shutdown: CancellationToken,
-) -> Result<SessionHandle, OptionsError> {
-    let options = mqtt_options(config, &spec, will)?;
+) -> SessionHandle {
+    let options = mqtt_options(config, connection, &spec, will);
     let (client, eventloop) = rumqttc::AsyncClient::new(options, REQUEST_CAPACITY);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands_rx) = mpsc::channel(1024);
@@ -206,13 +207,13 @@ pub fn spawn_session(
         }
         .run(),
     );
-    Ok(SessionHandle {
+    SessionHandle {
         availability,
         outbox_ready,
         telemetry: telemetry_tx,
         commands: spec.subscribe.is_some().then_some(commands_rx),
         tasks: vec![driver, sender],
-    })
+    }
 }
 
 /// What the driver tells the sender.

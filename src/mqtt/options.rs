@@ -1,16 +1,205 @@
-//! rumqttc options from the config.
+//! rumqttc options from the config: the transport (TCP, TLS, websockets) and
+//! the per-session settings.
 
-use rumqttc::{LastWill, MqttOptions, QoS};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ClientConfig, RootCertStore};
 
 use super::{SessionSpec, INFLIGHT, MAX_INCOMING_PACKET};
-use crate::config::{Config, MqttVersion, Scheme};
+use crate::config::{Config, MqttVersion, Scheme, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
-    #[error("mqtt.url: {0}:// is not supported by this build yet; use mqtt://")]
-    UnsupportedScheme(&'static str),
     #[error("mqtt.version: MQTT 5 is not supported by this build yet; use version: 3")]
     UnsupportedVersion,
+    /// A file of `mqtt.tls` cannot be read or used. `problem` never quotes
+    /// the file's content (it may be a private key).
+    #[error("mqtt.tls.{key}: {}: {problem}", path.display())]
+    TlsFile {
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
+    #[error(
+        "mqtt.url: {scheme}:// without mqtt.tls.ca_file needs the system's trusted root \
+         certificates, and none were found{detail}; set mqtt.tls.ca_file"
+    )]
+    NoSystemRoots {
+        scheme: &'static str,
+        detail: String,
+    },
+}
+
+/// How every session reaches the broker. Built once per run: the TLS files
+/// and the system's roots are read at start, so a bad file is a start error
+/// (exit code 2) rather than a connection that fails forever.
+#[derive(Clone)]
+pub struct Connection {
+    transport: Transport,
+    /// What rumqttc takes as the broker address: the host for TCP and TLS
+    /// (also the name the server certificate is checked against), the whole
+    /// URL for websockets (rumqttc takes host, port and path from it, and
+    /// for wss:// the name to check).
+    broker_addr: String,
+    port: u16,
+}
+
+impl Connection {
+    pub fn from_config(config: &Config) -> Result<Connection, OptionsError> {
+        if config.mqtt.version == MqttVersion::V5 {
+            return Err(OptionsError::UnsupportedVersion);
+        }
+        let url = &config.mqtt.url;
+        let tls = || -> Result<TlsConfiguration, OptionsError> {
+            let cfg = client_config(url.scheme, config.mqtt.tls.as_ref())?;
+            Ok(TlsConfiguration::Rustls(Arc::new(cfg)))
+        };
+        let transport = match url.scheme {
+            Scheme::Mqtt => Transport::Tcp,
+            Scheme::Mqtts => Transport::tls_with_config(tls()?),
+            Scheme::Ws => Transport::Ws,
+            Scheme::Wss => Transport::wss_with_config(tls()?),
+        };
+        let broker_addr = if url.scheme.is_websocket() {
+            // `MqttUrl`'s Display is `scheme://host:port/path`, with IPv6
+            // hosts in brackets, which is what rumqttc's websocket code parses.
+            url.to_string()
+        } else {
+            url.host.clone()
+        };
+        Ok(Connection {
+            transport,
+            broker_addr,
+            port: url.port,
+        })
+    }
+}
+
+/// The rustls client config for mqtts:// and wss://: TLS 1.2 and 1.3 with
+/// the `ring` provider; roots from `ca_file`, else the system's; a client
+/// certificate when `cert_file` and `key_file` are set. The server name is
+/// always checked (rumqttc takes it from the URL's host).
+fn client_config(scheme: Scheme, tls: Option<&TlsConfig>) -> Result<ClientConfig, OptionsError> {
+    let roots = match tls.and_then(|t| t.ca_file.as_deref()) {
+        Some(ca_file) => file_roots(ca_file)?,
+        None => system_roots(scheme)?,
+    };
+    let builder =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            // ring's provider supports every safe default version.
+            .expect("ring supports the default TLS versions")
+            .with_root_certificates(roots);
+    let client_cert = tls.and_then(|t| t.cert_file.as_deref().zip(t.key_file.as_deref()));
+    match client_cert {
+        Some((cert_file, key_file)) => {
+            let chain = read_certs("cert_file", cert_file)?;
+            let key = read_key(key_file)?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| OptionsError::TlsFile {
+                    key: "key_file",
+                    path: key_file.to_owned(),
+                    problem: match e {
+                        rustls::Error::InconsistentKeys(_) => {
+                            "this key does not belong to the certificate in mqtt.tls.cert_file"
+                                .to_owned()
+                        }
+                        other => format!("the key cannot be used: {other}"),
+                    },
+                })
+        }
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+fn file_roots(ca_file: &Path) -> Result<RootCertStore, OptionsError> {
+    let mut roots = RootCertStore::empty();
+    for (i, cert) in read_certs("ca_file", ca_file)?.into_iter().enumerate() {
+        roots.add(cert).map_err(|e| OptionsError::TlsFile {
+            key: "ca_file",
+            path: ca_file.to_owned(),
+            problem: format!("certificate #{} is not a usable CA certificate: {e}", i + 1),
+        })?;
+    }
+    Ok(roots)
+}
+
+fn system_roots(scheme: Scheme) -> Result<RootCertStore, OptionsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    // Like a browser: unparsable system certificates are skipped.
+    let (added, _ignored) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let detail = match found.errors.first() {
+            Some(e) => format!(" ({e})"),
+            None => String::new(),
+        };
+        return Err(OptionsError::NoSystemRoots {
+            scheme: scheme.as_str(),
+            detail,
+        });
+    }
+    Ok(roots)
+}
+
+fn read_file(key: &'static str, path: &Path) -> Result<Vec<u8>, OptionsError> {
+    std::fs::read(path).map_err(|e| OptionsError::TlsFile {
+        key,
+        path: path.to_owned(),
+        problem: format!("cannot read it: {e}"),
+    })
+}
+
+/// PEM errors in our own words: some of rustls' messages quote bytes of the
+/// file, and a key file's bytes must never reach a log.
+fn pem_problem(e: &pem::Error) -> String {
+    match e {
+        pem::Error::MissingSectionEnd { .. } => "a PEM section has no `-----END` line".into(),
+        pem::Error::IllegalSectionStart { .. } => "a `-----BEGIN` line is malformed".into(),
+        pem::Error::Base64Decode(_) => "a PEM section is not valid base64".into(),
+        pem::Error::SectionTooLarge => "a PEM section is too large".into(),
+        _ => "not a valid PEM file".into(),
+    }
+}
+
+fn read_certs(
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, OptionsError> {
+    let bytes = read_file(key, path)?;
+    let problem = |problem: String| OptionsError::TlsFile {
+        key,
+        path: path.to_owned(),
+        problem,
+    };
+    let certs = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| problem(pem_problem(&e)))?;
+    if certs.is_empty() {
+        return Err(problem(
+            "no certificate in it (expected PEM `-----BEGIN CERTIFICATE-----`)".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, OptionsError> {
+    let bytes = read_file("key_file", path)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| OptionsError::TlsFile {
+        key: "key_file",
+        path: path.to_owned(),
+        problem: match e {
+            pem::Error::NoItemsFound => "no private key in it (expected PEM `PRIVATE KEY`, \
+                                         `RSA PRIVATE KEY` or `EC PRIVATE KEY`)"
+                .into(),
+            other => pem_problem(&other),
+        },
+    })
 }
 
 /// Options for one session: its client id, the will on its status topic
@@ -18,21 +207,17 @@ pub enum OptionsError {
 /// around rumqttc's defaults (see `mod.rs`).
 pub fn mqtt_options(
     config: &Config,
+    connection: &Connection,
     spec: &SessionSpec,
     will: String,
-) -> Result<MqttOptions, OptionsError> {
-    let url = &config.mqtt.url;
-    match url.scheme {
-        Scheme::Mqtt => {}
-        Scheme::Mqtts => return Err(OptionsError::UnsupportedScheme("mqtts")),
-        Scheme::Ws => return Err(OptionsError::UnsupportedScheme("ws")),
-        Scheme::Wss => return Err(OptionsError::UnsupportedScheme("wss")),
-    }
-    if config.mqtt.version == MqttVersion::V5 {
-        return Err(OptionsError::UnsupportedVersion);
-    }
-    let mut options = MqttOptions::new(spec.client_id.clone(), url.host.clone(), url.port);
+) -> MqttOptions {
+    let mut options = MqttOptions::new(
+        spec.client_id.clone(),
+        connection.broker_addr.clone(),
+        connection.port,
+    );
     options
+        .set_transport(connection.transport.clone())
         .set_keep_alive(config.mqtt.keep_alive)
         // A clean session: commands sent while the gateway is away are not
         // queued by the broker and executed late (the will has told the
@@ -56,5 +241,5 @@ pub fn mqtt_options(
             .unwrap_or_default();
         options.set_credentials(user.clone(), password);
     }
-    Ok(options)
+    options
 }

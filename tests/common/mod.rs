@@ -131,6 +131,29 @@ impl Broker {
         Some(broker)
     }
 
+    /// Mosquitto with its plain listener on `port` (for the test client)
+    /// plus a second listener on `listener_port` configured by `options`
+    /// (e.g. `protocol websockets`, `cafile`/`certfile`/`keyfile`), logging
+    /// every connection attempt to `log_path()`. None without Mosquitto.
+    pub fn with_listener(listener_port: u16, options: &str) -> Option<Broker> {
+        mosquitto_path()?;
+        let mut broker = Broker {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().expect("tempdir"),
+            extra: String::new(),
+        };
+        // Listener options must follow their `listener` line; the global
+        // ones go first.
+        broker.extra = format!(
+            "allow_anonymous true\nlog_type all\nlog_dest stderr\n\
+             listener {listener_port} 127.0.0.1\n{options}\n"
+        );
+        broker.start_mosquitto();
+        wait_for_port(listener_port);
+        Some(broker)
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("mosquitto.log")
     }
