@@ -48,6 +48,8 @@ pub struct Gateway {
     sessions: Vec<JoinHandle<()>>,
     pub shutdown: CancellationToken,
     notifier: Arc<Notifier>,
+    /// The gateway session's own status; it stays `online` while this lives.
+    _gateway_availability: watch::Sender<Availability>,
 }
 
 type Statuses = Vec<(String, watch::Receiver<Availability>)>;
@@ -134,7 +136,6 @@ impl Gateway {
         );
         gateway.availability.send_replace(Availability::Online);
         sessions.extend(gateway.tasks);
-        // The gateway's availability sender must outlive the run.
         let gateway_availability = gateway.availability;
 
         for device in &config.devices {
@@ -194,10 +195,6 @@ impl Gateway {
             };
             devices.push(tokio::spawn(device::run(ctx, shutdown.clone())));
         }
-        routers.push(tokio::spawn(async move {
-            let _keep = gateway_availability;
-            std::future::pending::<()>().await
-        }));
         info!(gateway = %config.gateway.id, machines = config.devices.len(), "gateway started");
         // Every port is open or being retried and every session started.
         let notifier = Arc::new(Notifier::from_env());
@@ -218,6 +215,7 @@ impl Gateway {
             sessions,
             shutdown,
             notifier,
+            _gateway_availability: gateway_availability,
         })
     }
 
