@@ -16,6 +16,14 @@ pub(super) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
+/// A byte that framing reserves: it may not appear in a code or payload
+/// (the encoder refuses it, so the decoder refuses it too).
+fn reserved(a: &AsciiLineFraming, b: u8) -> bool {
+    Some(b) == a.start
+        || a.terminator.contains(&b)
+        || (a.checksum.is_some() && b == a.checksum_marker)
+}
+
 /// Parses one line (terminator removed). Errors say why it was dropped and
 /// whether it was a checksum mismatch.
 pub(super) fn parse_line(a: &AsciiLineFraming, line: &[u8]) -> Result<Frame, (String, bool)> {
@@ -46,6 +54,12 @@ pub(super) fn parse_line(a: &AsciiLineFraming, line: &[u8]) -> Result<Frame, (St
             &text[..m]
         }
     };
+    if let Some(b) = body.iter().find(|b| reserved(a, **b)) {
+        return Err((
+            format!("line contains the framing character {b:#04x}"),
+            false,
+        ));
+    }
     let (code, payload) = match body.iter().position(|b| *b == a.separator) {
         Some(i) => (&body[..i], &body[i + 1..]),
         None => (body, &[][..]),
@@ -74,11 +88,7 @@ pub(super) fn encode(
             frame.code
         )));
     };
-    let forbidden = |b: &u8| {
-        Some(*b) == a.start
-            || a.terminator.contains(b)
-            || (a.checksum.is_some() && *b == a.checksum_marker)
-    };
+    let forbidden = |b: &u8| reserved(a, *b);
     if code.is_empty()
         || code
             .bytes()

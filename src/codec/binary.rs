@@ -27,6 +27,9 @@ enum Next {
     Byte(u8),
     NeedMore,
     End,
+    /// A byte that stuffing forbids here: unescaped, or escaped needlessly.
+    /// Such a frame is not one the sender's encoder could have produced.
+    Invalid(&'static str, u8),
 }
 
 /// Reads unstuffed bytes after the sync bytes.
@@ -50,8 +53,15 @@ impl Reader<'_> {
                 let Some(&n) = self.raw.get(self.pos + 1) else {
                     return Next::NeedMore;
                 };
+                let value = n ^ s.xor;
+                if !s.escaped.contains(&value) {
+                    return Next::Invalid("escape before a byte that needs none", value);
+                }
                 self.pos += 2;
-                return Next::Byte(n ^ s.xor);
+                return Next::Byte(value);
+            }
+            if s.escaped.contains(&b) {
+                return Next::Invalid("unescaped byte inside a stuffed frame", b);
             }
         }
         self.pos += 1;
@@ -64,6 +74,7 @@ impl Reader<'_> {
                 Next::Byte(b) => into.push(b),
                 Next::NeedMore => return Some(Parse::Incomplete),
                 Next::End => return Some(bad("end byte before the frame was complete")),
+                Next::Invalid(why, b) => return Some(bad(format!("{why}: {b:#04x}"))),
             }
         }
         None
@@ -183,11 +194,20 @@ pub(super) fn parse_at(f: &BinaryFraming, max: usize, raw: &[u8]) -> Parse {
                     r.pos += 1;
                     break;
                 }
+                Next::Invalid(why, b) => return bad(format!("{why}: {b:#04x}")),
             }
             if logical.len() >= max {
                 return bad("no end byte within the maximum frame size");
             }
         }
+    }
+    // Stuffing makes the wire frame longer than its content: the limit is
+    // on what was read, so acceptance never depends on how reads were split.
+    if r.pos > max {
+        return bad(format!(
+            "frame of {} bytes exceeds the maximum of {max}",
+            r.pos
+        ));
     }
     finish(f, &logical, r.pos)
 }

@@ -196,6 +196,10 @@ impl FrameCodec {
                     self.reject(buf, n, "line exceeds the maximum frame size", false);
                 }
                 None => return None,
+                Some(k) if from + k + a.terminator.len() > max => {
+                    let n = drop_bad(from + k + a.terminator.len());
+                    self.reject(buf, n, "line exceeds the maximum frame size", false);
+                }
                 Some(k) => {
                     let end = from + k;
                     let consumed = end + a.terminator.len();

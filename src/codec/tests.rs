@@ -184,3 +184,70 @@ fn ascii_line_example() {
     assert_eq!(decode_all(&mut codec, &bytes), [f]);
     assert_eq!(codec.stats().checksum_errors, 1);
 }
+
+/// Fuzzing (fuzz/fuzz_targets/frame_decoder.rs) found frames the decoder
+/// accepted but the encoder would never produce. Whatever is decoded must
+/// re-encode, however the reads are split.
+fn assert_round_trips(framing: &Framing, bytes: &[u8], chunk: usize) {
+    let mut codec = FrameCodec::new(framing);
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    for piece in bytes.chunks(chunk) {
+        buf.extend_from_slice(piece);
+        while let Some(frame) = codec.decode(&mut buf).unwrap() {
+            frames.push(frame);
+        }
+    }
+    for frame in frames {
+        let mut out = BytesMut::new();
+        codec
+            .encode(&frame, &mut out)
+            .unwrap_or_else(|e| panic!("{frame:?} decoded but does not encode: {e}"));
+    }
+}
+
+fn ascii() -> Framing {
+    Framing {
+        max_frame: 82,
+        kind: FramingKind::AsciiLine(AsciiLineFraming {
+            start: Some(b'$'),
+            separator: b',',
+            checksum: Some(Checksum::Xor),
+            checksum_marker: b'*',
+            terminator: b"\r\n".to_vec(),
+        }),
+    }
+}
+
+#[test]
+fn fuzz_regressions_ascii_framing_characters_and_length() {
+    assert_round_trips(&ascii(), b"$A,$B*0B\r\n", 1);
+    assert_round_trips(&ascii(), b"$$A*65\r\n", 1);
+    assert_round_trips(&ascii(), b"$A,x*y*00\r\n", 1);
+    let mut long = b"$A,".to_vec();
+    long.extend(std::iter::repeat_n(b'x', 90));
+    let cs = Checksum::Xor.compute(&long[1..]);
+    long.extend_from_slice(format!("*{cs:02X}\r\n").as_bytes());
+    for chunk in [1, 7, 200] {
+        assert_round_trips(&ascii(), &long, chunk);
+    }
+}
+
+#[test]
+fn fuzz_regressions_stuffed_frames() {
+    let profile = crate::profile::Profile::from_str(
+        include_str!("../../fixtures/profiles/stx-etx-dle.yaml"),
+        std::path::Path::new("fixtures/profiles/stx-etx-dle.yaml"),
+    )
+    .unwrap();
+    let found = h("fafb3a10020002020251027e0202020202020202020202020202020202020202020202020202020202020202020202fe022a020202020202002e0010000002021202020202020202020202020202ff06020202020202ff02010000000000005a03");
+    for chunk in [1, 63, 200] {
+        assert_round_trips(&profile.framing, &found, chunk);
+    }
+    let mut long = h("02 32");
+    long.extend(std::iter::repeat_n(0x10, 140));
+    long.extend(h("5d 59 03"));
+    for chunk in [1, 63, 200] {
+        assert_round_trips(&profile.framing, &long, chunk);
+    }
+}
