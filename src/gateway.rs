@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::command::Router;
 use crate::config::{Config, TopicVars, TopicsConfig};
 use crate::device::{self, DeviceContext};
+use crate::health::{self, Health};
 use crate::mqtt::{self, status_payload, Availability, OfflineReason, SessionSpec};
 use crate::profile::{Profile, ProfileError};
 use crate::store::{Store, StoreError, StoreOptions};
@@ -46,6 +47,8 @@ pub struct Gateway {
     routers: Vec<JoinHandle<()>>,
     sessions: Vec<JoinHandle<()>>,
     pub shutdown: CancellationToken,
+    /// Every health counter, for `run --metrics-listen`.
+    pub health: Arc<Health>,
 }
 
 impl Gateway {
@@ -94,6 +97,7 @@ impl Gateway {
         sessions.extend(gateway.tasks);
         // The gateway's availability sender must outlive the run.
         let gateway_availability = gateway.availability;
+        let mut health = Health::new(store.clone(), gateway.reconnects);
 
         for device in &config.devices {
             let Some(profile) = profiles.get(&device.profile).cloned() else {
@@ -145,9 +149,19 @@ impl Gateway {
                 telemetry: session.telemetry,
                 commands: device_rx,
                 queued,
+                health: health.add_machine(machine, session.reconnects),
             };
             devices.push(tokio::spawn(device::run(ctx, shutdown.clone())));
         }
+        let health = Arc::new(health);
+        // Aborted with the routers at `stop`.
+        routers.push(tokio::spawn(health::publish(
+            health.clone(),
+            TopicsConfig::render(&config.topics.health, &vars(&config, "")),
+            gateway.telemetry,
+            config.health.interval,
+            shutdown.clone(),
+        )));
         routers.push(tokio::spawn(async move {
             let _keep = gateway_availability;
             std::future::pending::<()>().await
@@ -158,6 +172,7 @@ impl Gateway {
             routers,
             sessions,
             shutdown,
+            health,
         })
     }
 

@@ -26,6 +26,7 @@ pub use port::{open_port, PortError};
 pub use task::run;
 
 use crate::config::{Config, DeviceConfig};
+use crate::health::MachineHealth;
 use crate::mqtt::Availability;
 use crate::profile::{Command, Profile};
 use crate::store::{OutItem, Store};
@@ -58,6 +59,8 @@ pub struct DeviceContext {
     /// Accepted commands not yet taken up by the device: the router answers
     /// `busy` when this reaches the queue limit.
     pub queued: Arc<AtomicUsize>,
+    /// The machine's health counters.
+    pub health: Arc<MachineHealth>,
 }
 
 /// RFC 3339 UTC with milliseconds, as DESIGN §4 asks for `ts`.

@@ -185,7 +185,9 @@ impl Device {
                     self.write_unprompted(&mut port).await
                 }
                 _ = sleep_until_opt(silence_due) => {
-                    match self.codec.decode_silence(&mut buf) {
+                    let frame = self.codec.decode_silence(&mut buf);
+                    self.ctx.health.codec(self.codec.stats());
+                    match frame {
                         Some(frame) => self.on_frame(frame, &mut port).await,
                         None => Ok(()),
                     }
@@ -229,6 +231,7 @@ impl Device {
         while let Some(frame) = self.codec.decode(buf)? {
             self.on_frame(frame, port).await?;
         }
+        self.ctx.health.codec(self.codec.stats());
         Ok(())
     }
 
@@ -250,6 +253,7 @@ impl Device {
                 let answer = self.link.answer_poll();
                 if let Some(answer) = answer {
                     self.write_answer(answer, port).await?;
+                    self.ctx.health.poll_answered(now.elapsed());
                 }
                 self.collect_gave_up();
             }
@@ -470,6 +474,7 @@ impl Device {
             } => {
                 if attempt > 1 {
                     debug!(machine = %self.machine, attempt, "retransmitting command");
+                    self.ctx.health.retransmission();
                 }
                 self.written(token);
                 self.write_frame(&frame, port).await
@@ -508,7 +513,9 @@ impl Device {
         self.out.clear();
         self.codec.encode(frame, &mut self.out)?;
         port.write_all(&self.out).await?;
-        port.flush().await
+        port.flush().await?;
+        self.ctx.health.frame_out();
+        Ok(())
     }
 
     async fn on_tick(&mut self, port: &mut SerialStream) -> std::io::Result<()> {
@@ -589,6 +596,7 @@ impl Device {
             );
             if !same {
                 *current = availability.clone();
+                self.ctx.health.link_changed(&availability);
             }
             !same
         });
