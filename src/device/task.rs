@@ -228,11 +228,16 @@ impl Device {
         buf: &mut BytesMut,
         port: &mut SerialStream,
     ) -> std::io::Result<()> {
-        while let Some(frame) = self.codec.decode(buf)? {
+        loop {
+            let frame = self.codec.decode(buf)?;
+            // Before the frame is acted upon: a report triggered by the link
+            // coming up already counts the frame that brought it up.
+            self.ctx.health.codec(self.codec.stats());
+            let Some(frame) = frame else {
+                return Ok(());
+            };
             self.on_frame(frame, port).await?;
         }
-        self.ctx.health.codec(self.codec.stats());
-        Ok(())
     }
 
     async fn on_frame(&mut self, frame: Frame, port: &mut SerialStream) -> std::io::Result<()> {
