@@ -177,6 +177,8 @@ pub struct Gateway {
     pub dir: PathBuf,
     pub config: PathBuf,
     pub log: PathBuf,
+    /// Appended to `run -c CONFIG`.
+    pub args: Vec<String>,
 }
 
 pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> String {
@@ -195,6 +197,11 @@ pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> 
 
 impl Gateway {
     pub fn start(dir: &Path, config: &str) -> Gateway {
+        Gateway::start_with_args(dir, config, &[])
+    }
+
+    /// Like `start`, with `args` after `run -c CONFIG` (e.g. `--metrics-listen`).
+    pub fn start_with_args(dir: &Path, config: &str, args: &[&str]) -> Gateway {
         std::fs::create_dir_all(dir).expect("dir");
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -203,6 +210,7 @@ impl Gateway {
             dir: dir.to_owned(),
             config: config_path,
             log: dir.join("gateway.log"),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         gateway.spawn();
         gateway
@@ -218,6 +226,7 @@ impl Gateway {
             .arg("run")
             .arg("-c")
             .arg(&self.config)
+            .args(&self.args)
             .env("RUST_LOG", "debug,rumqttc=info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -545,6 +554,11 @@ pub async fn rig(script: Script) -> Rig {
 
 /// Like `rig`, with `extra` appended to the config (top-level keys).
 pub async fn rig_with(script: Script, extra: &str) -> Rig {
+    rig_with_args(script, extra, &[]).await
+}
+
+/// Like `rig_with`, with `args` for `vendgate run` (e.g. `--metrics-listen`).
+pub async fn rig_with_args(script: Script, extra: &str, args: &[&str]) -> Rig {
     let broker = Broker::start();
     let client = Client::connect(broker.port, "vending/#").await;
     let board = TestBoard::start(script);
@@ -555,7 +569,7 @@ pub async fn rig_with(script: Script, extra: &str) -> Rig {
         &[("vm-001", &board.path)],
     );
     config.push_str(extra);
-    let gateway = Gateway::start(dir.path(), &config);
+    let gateway = Gateway::start_with_args(dir.path(), &config, args);
     let mut rig = Rig {
         broker,
         board,
