@@ -14,6 +14,7 @@ use tracing::{info, warn};
 use crate::command::Router;
 use crate::config::{Config, TopicVars, TopicsConfig};
 use crate::device::{self, DeviceContext};
+use crate::health::{self, Health};
 use crate::mqtt::{self, status_payload, Availability, OfflineReason, SessionSpec};
 use crate::profile::{Profile, ProfileError};
 use crate::store::{Store, StoreError, StoreOptions};
@@ -50,6 +51,8 @@ pub struct Gateway {
     notifier: Arc<Notifier>,
     /// The gateway session's own status; it stays `online` while this lives.
     _gateway_availability: watch::Sender<Availability>,
+    /// Every health counter, for `run --metrics-listen`.
+    pub health: Arc<Health>,
 }
 
 type Statuses = Vec<(String, watch::Receiver<Availability>)>;
@@ -137,6 +140,7 @@ impl Gateway {
         gateway.availability.send_replace(Availability::Online);
         sessions.extend(gateway.tasks);
         let gateway_availability = gateway.availability;
+        let mut health = Health::new(store.clone(), gateway.reconnects);
 
         for device in &config.devices {
             let Some(profile) = profiles.get(&device.profile).cloned() else {
@@ -192,9 +196,19 @@ impl Gateway {
                 commands: device_rx,
                 queued,
                 heartbeat: liveness.register(format!("device {machine}")),
+                health: health.add_machine(machine, session.reconnects),
             };
             devices.push(tokio::spawn(device::run(ctx, shutdown.clone())));
         }
+        let health = Arc::new(health);
+        // Aborted with the routers at `stop`.
+        routers.push(tokio::spawn(health::publish(
+            health.clone(),
+            TopicsConfig::render(&config.topics.health, &vars(&config, "")),
+            gateway.telemetry,
+            config.health.interval,
+            shutdown.clone(),
+        )));
         info!(gateway = %config.gateway.id, machines = config.devices.len(), "gateway started");
         // Every port is open or being retried and every session started.
         let notifier = Arc::new(Notifier::from_env());
@@ -216,6 +230,7 @@ impl Gateway {
             shutdown,
             notifier,
             _gateway_availability: gateway_availability,
+            health,
         })
     }
 

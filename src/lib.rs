@@ -10,6 +10,7 @@ pub mod command;
 pub mod config;
 pub mod device;
 pub mod gateway;
+pub mod health;
 pub mod link;
 pub mod mqtt;
 pub mod profile;

@@ -129,7 +129,11 @@ fn wait_for_line(
             Err(_) => break,
         }
     }
-    panic!("no {what} on stdout; saw:\n{}", seen.join("\n"));
+    let stderr = std::env::var("VENDGATE_TEST_STDERR")
+        .ok()
+        .and_then(|path| std::fs::read_to_string(path).ok())
+        .unwrap_or_default();
+    panic!("no {what} on stdout; saw:\n{}\nstderr:\n{stderr}", seen.join("\n"));
 }
 
 fn interrupt(child: &mut std::process::Child) -> Option<i32> {
@@ -151,11 +155,15 @@ fn interrupt(child: &mut std::process::Child) -> Option<i32> {
 #[test]
 fn demo_shows_the_whole_product_and_exits_0_on_ctrl_c() {
     let port = common::free_port();
+    let logs = tempfile::tempdir().expect("tempdir");
+    let stderr_path = logs.path().join("demo.err");
+    // Shown if the test fails (see wait_for_line).
+    std::env::set_var("VENDGATE_TEST_STDERR", &stderr_path);
     let mut child = Command::new(env!("CARGO_BIN_EXE_vendgate"))
         .args(["demo", "--port", &port.to_string()])
         .current_dir(repo())
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
         .spawn()
         .expect("demo");
     let lines = stdout_lines(&mut child);

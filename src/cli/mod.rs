@@ -43,6 +43,9 @@ pub enum Command {
         /// The config file.
         #[arg(short, long)]
         config: PathBuf,
+        /// Serve the health counters as Prometheus text at http://ADDR/metrics (off by default).
+        #[arg(long, value_name = "ADDR")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Validate the config and every profile it uses, without opening ports or the network.
     Check {
@@ -92,7 +95,10 @@ pub fn main() -> i32 {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Run { config } => run::run(&config).await,
+            Command::Run {
+                config,
+                metrics_listen,
+            } => run::run(&config, metrics_listen).await,
             Command::Check { config } => check::check(&config),
             Command::Demo { port, profiles_dir } => demo::demo(port, &profiles_dir).await,
             Command::Simulate {

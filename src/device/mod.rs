@@ -27,6 +27,7 @@ pub use port::{open_port, PortError};
 pub use task::run;
 
 use crate::config::{Config, DeviceConfig};
+use crate::health::MachineHealth;
 use crate::mqtt::Availability;
 use crate::profile::{Command, Profile};
 use crate::store::{OutItem, Store};
@@ -61,6 +62,8 @@ pub struct DeviceContext {
     pub queued: Arc<AtomicUsize>,
     /// Shown to the systemd watchdog at every loop tick.
     pub heartbeat: crate::systemd::Heartbeat,
+    /// The machine's health counters.
+    pub health: Arc<MachineHealth>,
 }
 
 /// RFC 3339 UTC with milliseconds, as DESIGN §4 asks for `ts`.

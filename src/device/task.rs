@@ -206,7 +206,9 @@ impl Device {
                     self.write_unprompted(&mut port).await
                 }
                 _ = sleep_until_opt(silence_due) => {
-                    match self.codec.decode_silence(&mut buf) {
+                    let frame = self.codec.decode_silence(&mut buf);
+                    self.ctx.health.codec(self.codec.stats());
+                    match frame {
                         Some(frame) => self.on_frame(frame, &mut port).await,
                         None => Ok(()),
                     }
@@ -248,10 +250,16 @@ impl Device {
         buf: &mut BytesMut,
         port: &mut SerialStream,
     ) -> std::io::Result<()> {
-        while let Some(frame) = self.codec.decode(buf)? {
+        loop {
+            let frame = self.codec.decode(buf)?;
+            // Before the frame is acted upon: a report triggered by the link
+            // coming up already counts the frame that brought it up.
+            self.ctx.health.codec(self.codec.stats());
+            let Some(frame) = frame else {
+                return Ok(());
+            };
             self.on_frame(frame, port).await?;
         }
-        Ok(())
     }
 
     async fn on_frame(&mut self, frame: Frame, port: &mut SerialStream) -> std::io::Result<()> {
@@ -272,6 +280,7 @@ impl Device {
                 let answer = self.link.answer_poll();
                 if let Some(answer) = answer {
                     self.write_answer(answer, port).await?;
+                    self.ctx.health.poll_answered(now.elapsed());
                 }
                 self.collect_gave_up();
             }
@@ -492,6 +501,7 @@ impl Device {
             } => {
                 if attempt > 1 {
                     debug!(machine = %self.machine, attempt, "retransmitting command");
+                    self.ctx.health.retransmission();
                 }
                 self.written(token);
                 self.write_frame(&frame, port).await
@@ -530,7 +540,9 @@ impl Device {
         self.out.clear();
         self.codec.encode(frame, &mut self.out)?;
         port.write_all(&self.out).await?;
-        port.flush().await
+        port.flush().await?;
+        self.ctx.health.frame_out();
+        Ok(())
     }
 
     async fn on_tick(&mut self, port: &mut SerialStream) -> std::io::Result<()> {
@@ -614,6 +626,7 @@ impl Device {
             );
             if !same {
                 *current = availability.clone();
+                self.ctx.health.link_changed(&availability);
             }
             !same
         });

@@ -1,5 +1,7 @@
 //! The task that owns rumqttc's `EventLoop`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{ConnectionError, Event, EventLoop, Incoming, Outgoing};
@@ -12,12 +14,14 @@ use super::{Backoff, DriverEvent, Publish};
 pub(super) async fn run(
     name: String,
     mut eventloop: EventLoop,
+    reconnects: Arc<AtomicU64>,
     events: mpsc::UnboundedSender<DriverEvent>,
     commands: Option<mpsc::Sender<Publish>>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut connected = false;
+    let mut ever_connected = false;
     let mut last_error = String::new();
     loop {
         let event = tokio::select! {
@@ -29,6 +33,9 @@ pub(super) async fn run(
         match event {
             Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
                 info!(session = %name, session_present = ack.session_present, "MQTT connected");
+                if std::mem::replace(&mut ever_connected, true) {
+                    reconnects.fetch_add(1, Ordering::Relaxed);
+                }
                 connected = true;
                 last_error.clear();
                 backoff.reset();

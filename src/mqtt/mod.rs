@@ -19,6 +19,7 @@ mod driver;
 mod options;
 mod sender;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -116,6 +117,8 @@ pub struct SessionHandle {
     pub telemetry: mpsc::Sender<OutItem>,
     /// Command publishes received on this session.
     pub commands: Option<mpsc::Receiver<Publish>>,
+    /// Reconnects of this session (the first connect is not counted).
+    pub reconnects: Arc<AtomicU64>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -185,9 +188,11 @@ pub fn spawn_session(
     let (availability, availability_rx) =
         watch::channel(Availability::offline(OfflineReason::Starting));
     let outbox_ready = Arc::new(Notify::new());
+    let reconnects = Arc::new(AtomicU64::new(0));
     let driver = tokio::spawn(driver::run(
         spec.name.clone(),
         eventloop,
+        reconnects.clone(),
         events_tx,
         spec.subscribe.is_some().then_some(commands_tx),
         shutdown.clone(),
@@ -212,6 +217,7 @@ pub fn spawn_session(
         outbox_ready,
         telemetry: telemetry_tx,
         commands: spec.subscribe.is_some().then_some(commands_rx),
+        reconnects,
         tasks: vec![driver, sender],
     }
 }

@@ -217,6 +217,8 @@ pub struct Gateway {
     pub log: PathBuf,
     /// Extra environment for the process (e.g. NOTIFY_SOCKET).
     pub env: Vec<(String, String)>,
+    /// Appended to `run -c CONFIG`.
+    pub args: Vec<String>,
 }
 
 pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> String {
@@ -235,10 +237,19 @@ pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> 
 
 impl Gateway {
     pub fn start(dir: &Path, config: &str) -> Gateway {
-        Gateway::start_with_env(dir, config, &[])
+        Gateway::start_with(dir, config, &[], &[])
     }
 
     pub fn start_with_env(dir: &Path, config: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_with(dir, config, &[], env)
+    }
+
+    /// Like `start`, with `args` after `run -c CONFIG` (e.g. `--metrics-listen`).
+    pub fn start_with_args(dir: &Path, config: &str, args: &[&str]) -> Gateway {
+        Gateway::start_with(dir, config, args, &[])
+    }
+
+    pub fn start_with(dir: &Path, config: &str, args: &[&str], env: &[(&str, &str)]) -> Gateway {
         std::fs::create_dir_all(dir).expect("dir");
         let config_path = dir.join("config.yaml");
         std::fs::write(&config_path, config).expect("write config");
@@ -251,6 +262,7 @@ impl Gateway {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         gateway.spawn();
         gateway
@@ -266,6 +278,7 @@ impl Gateway {
             .arg("run")
             .arg("-c")
             .arg(&self.config)
+            .args(&self.args)
             .env("RUST_LOG", "debug,rumqttc=info")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
@@ -594,6 +607,11 @@ pub async fn rig(script: Script) -> Rig {
 
 /// Like `rig`, with `extra` appended to the config (top-level keys).
 pub async fn rig_with(script: Script, extra: &str) -> Rig {
+    rig_with_args(script, extra, &[]).await
+}
+
+/// Like `rig_with`, with `args` for `vendgate run` (e.g. `--metrics-listen`).
+pub async fn rig_with_args(script: Script, extra: &str, args: &[&str]) -> Rig {
     let broker = Broker::start();
     let client = Client::connect(broker.port, "vending/#").await;
     let board = TestBoard::start(script);
@@ -604,7 +622,7 @@ pub async fn rig_with(script: Script, extra: &str) -> Rig {
         &[("vm-001", &board.path)],
     );
     config.push_str(extra);
-    let gateway = Gateway::start(dir.path(), &config);
+    let gateway = Gateway::start_with_args(dir.path(), &config, args);
     let mut rig = Rig {
         broker,
         board,
