@@ -133,7 +133,10 @@ fn wait_for_line(
         .ok()
         .and_then(|path| std::fs::read_to_string(path).ok())
         .unwrap_or_default();
-    panic!("no {what} on stdout; saw:\n{}\nstderr:\n{stderr}", seen.join("\n"));
+    panic!(
+        "no {what} on stdout; saw:\n{}\nstderr:\n{stderr}",
+        seen.join("\n")
+    );
 }
 
 fn interrupt(child: &mut std::process::Child) -> Option<i32> {

@@ -193,19 +193,14 @@ async fn sigkill_mid_stream_loses_no_acked_event_and_reruns_no_command() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_serial_peer_that_vanishes_and_returns_loses_and_repeats_nothing() {
-    let broker = Broker::start();
-    let mut client = Client::connect(broker.port, "vending/#").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let link = dir.path().join("ttyVMC");
-    let board = TestBoard::start(Script::default());
-    relink(&link, &board.path);
-    let config = config_yaml(
-        broker.port,
-        &dir.path().join("store"),
-        &[("vm-001", link.to_str().expect("utf8"))],
-    );
-    let _gateway = Gateway::start(dir.path(), &config);
-    client.expect_status("vm-001", "online", SECS(10)).await;
+    let LinkedRig {
+        broker: _broker,
+        mut client,
+        board,
+        link,
+        gateway: _gateway,
+        dir: _dir,
+    } = linked_rig().await;
     board.raw(money(7, 100)).await;
     client
         .expect(SECS(5), "first event", |m| m.topic == MONEY)
@@ -399,42 +394,12 @@ async fn a_broker_refusing_credentials_is_retried_with_backoff_and_loses_nothing
     // The operator fixes the password: everything kept is delivered.
     assert_eq!(gateway.terminate().and_then(|s| s.code()), Some(0));
     std::fs::write(&gateway.config, with_password("right-password")).expect("config");
-    let mut client = {
-        // The test client needs the credentials too.
-        let mut options = rumqttc::MqttOptions::new("checker", "127.0.0.1", broker.port);
-        options.set_credentials("gw", "right-password");
-        let (c, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Ok(event) = eventloop.poll().await {
-                if let rumqttc::Event::Incoming(rumqttc::Incoming::Publish(p)) = event {
-                    let _ = tx.send((
-                        p.topic.clone(),
-                        String::from_utf8_lossy(&p.payload).into_owned(),
-                    ));
-                }
-            }
-        });
-        c.subscribe("vending/#", rumqttc::QoS::AtLeastOnce)
-            .await
-            .expect("subscribe");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        rx
-    };
+    // The test client needs the credentials too.
+    let mut client =
+        Client::connect_as(broker.port, "vending/#", Some(("gw", "right-password"))).await;
     gateway.spawn();
-    let mut amounts = Vec::new();
-    let deadline = tokio::time::Instant::now() + SECS(15);
-    while amounts.len() < 5 {
-        match tokio::time::timeout_at(deadline, client.recv()).await {
-            Ok(Some((topic, payload))) if topic == MONEY => {
-                let v: serde_json::Value = serde_json::from_str(&payload).expect("json");
-                amounts.push(v["amount"].as_u64().unwrap_or(0));
-            }
-            Ok(Some(_)) => {}
-            _ => panic!("only {amounts:?} delivered"),
-        }
-    }
-    assert_eq!(amounts, vec![1, 2, 3, 4, 5]);
+    let messages = collect_money(&mut client, 5, SECS(15)).await;
+    assert_eq!(amounts(&messages).0, vec![1, 2, 3, 4, 5]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -448,24 +413,7 @@ async fn the_gateway_works_within_a_per_machine_acl() {
         eprintln!("skipped: needs Mosquitto for ACLs");
         return;
     };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let mut options = rumqttc::MqttOptions::new("business", "127.0.0.1", broker.port);
-    options.set_credentials("biz", "biz-pass");
-    let (biz, mut eventloop) = rumqttc::AsyncClient::new(options, 100);
-    tokio::spawn(async move {
-        while let Ok(event) = eventloop.poll().await {
-            if let rumqttc::Event::Incoming(rumqttc::Incoming::Publish(p)) = event {
-                let _ = tx.send((
-                    p.topic.clone(),
-                    String::from_utf8_lossy(&p.payload).into_owned(),
-                ));
-            }
-        }
-    });
-    biz.subscribe("vending/#", rumqttc::QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut biz = Client::connect_as(broker.port, "vending/#", Some(("biz", "biz-pass"))).await;
     let mut board = TestBoard::start(Script::default());
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config_yaml(
@@ -478,21 +426,28 @@ async fn the_gateway_works_within_a_per_machine_acl() {
         "  keep_alive: 5s\n  username: gw\n  password: gw-pass\n",
     );
     let _gateway = Gateway::start(dir.path(), &config);
-    expect_msg(&mut rx, "vending/gateways/gw-test/status", "online").await;
-    expect_msg(&mut rx, "vending/vm-001/status", "online").await;
+    biz.expect(SECS(10), "gateway online", |m| {
+        m.topic == "vending/gateways/gw-test/status" && m.payload == "online"
+    })
+    .await;
+    biz.expect_status("vm-001", "online", SECS(10)).await;
     board
         .send("money_collected", json!({"mode": "coin", "amount": 5}))
         .await;
-    expect_msg(&mut rx, MONEY, "\"amount\":5").await;
+    biz.expect(SECS(10), "the event", |m| {
+        m.topic == MONEY && m.json()["amount"] == 5
+    })
+    .await;
     biz.publish(
         "vending/vm-001/cmd/buy",
-        rumqttc::QoS::AtLeastOnce,
-        false,
         r#"{"id":"acl-1","selection":11}"#,
+        false,
     )
-    .await
-    .expect("publish");
-    expect_msg(&mut rx, "vending/vm-001/cmd/buy/result", "\"ok\"").await;
+    .await;
+    assert_eq!(
+        biz.expect_result("vm-001", "buy", "acl-1", SECS(10)).await["status"],
+        "ok"
+    );
     board
         .expect(
             SECS(5),
@@ -500,19 +455,4 @@ async fn the_gateway_works_within_a_per_machine_acl() {
             |e| matches!(e, BoardEvent::Command { name, .. } if name == "buy"),
         )
         .await;
-}
-
-async fn expect_msg(
-    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
-    topic: &str,
-    needle: &str,
-) -> String {
-    let deadline = tokio::time::Instant::now() + SECS(10);
-    loop {
-        match tokio::time::timeout_at(deadline, rx.recv()).await {
-            Ok(Some((t, p))) if t == topic && p.contains(needle) => return p,
-            Ok(Some(_)) => {}
-            _ => panic!("no {topic} containing {needle}"),
-        }
-    }
 }

@@ -575,19 +575,14 @@ async fn sigterm_publishes_offline_and_exits_0() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_port_that_disappears_is_reopened() {
-    let broker = Broker::start();
-    let mut client = Client::connect(broker.port, "vending/#").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let link = dir.path().join("ttyVMC");
-    let board = TestBoard::start(Script::default());
-    relink(&link, &board.path);
-    let config = config_yaml(
-        broker.port,
-        &dir.path().join("store"),
-        &[("vm-001", link.to_str().expect("utf8"))],
-    );
-    let gateway = Gateway::start(dir.path(), &config);
-    client.expect_status("vm-001", "online", SECS(10)).await;
+    let LinkedRig {
+        broker: _broker,
+        mut client,
+        board,
+        gateway,
+        link,
+        dir: _dir,
+    } = linked_rig().await;
     board.stop(); // the adapter is unplugged: both ends of the pty close
     client.expect_status("vm-001", "offline", SECS(5)).await;
     let board = TestBoard::start(Script::default());

@@ -353,9 +353,17 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(port: u16, filter: &str) -> Client {
+        Client::connect_as(port, filter, None).await
+    }
+
+    /// Like `connect`, with a username and password.
+    pub async fn connect_as(port: u16, filter: &str, login: Option<(&str, &str)>) -> Client {
         let id = format!("test-{}-{}", std::process::id(), free_port());
         let mut options = MqttOptions::new(id, "127.0.0.1", port);
         options.set_max_packet_size(8 * 1024 * 1024, 8 * 1024 * 1024);
+        if let Some((user, password)) = login {
+            options.set_credentials(user, password);
+        }
         let (client, mut eventloop) = AsyncClient::new(options, 20_000);
         let (tx, rx) = mpsc::unbounded_channel();
         let (subscribed_tx, mut subscribed_rx) = mpsc::unbounded_channel();
@@ -638,4 +646,41 @@ pub async fn rig_with_args(script: Script, extra: &str, args: &[&str]) -> Rig {
         .seen
         .retain(|m| m.topic != "vending/vm-001/status");
     rig
+}
+
+/// A gateway whose device `port` is a symlink (standing in for a
+/// `/dev/serial/by-id/...` link) to the board's pty, machine online.
+pub struct LinkedRig {
+    pub broker: Broker,
+    pub client: Client,
+    pub board: TestBoard,
+    pub gateway: Gateway,
+    pub link: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn linked_rig() -> LinkedRig {
+    let broker = Broker::start();
+    let mut client = Client::connect(broker.port, "vending/#").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let link = dir.path().join("ttyVMC");
+    let board = TestBoard::start(Script::default());
+    relink(&link, &board.path);
+    let config = config_yaml(
+        broker.port,
+        &dir.path().join("store"),
+        &[("vm-001", link.to_str().expect("utf8"))],
+    );
+    let gateway = Gateway::start(dir.path(), &config);
+    client
+        .expect_status("vm-001", "online", Duration::from_secs(10))
+        .await;
+    LinkedRig {
+        broker,
+        client,
+        board,
+        gateway,
+        link,
+        dir,
+    }
 }
