@@ -52,6 +52,8 @@ pub(super) struct Device {
     /// Accepted commands taken from the router, oldest first.
     pub queue: VecDeque<QueuedCommand>,
     pub current: Option<InProgress>,
+    /// The batch whose steps are running (`batch.rs`).
+    pub batch: Option<super::batch::Running>,
     pub next_token: u64,
     /// Since when the link is down (for the `offline` command results).
     pub down_since: Option<Instant>,
@@ -165,6 +167,7 @@ impl Device {
             next_seq: state.next_seq.max(1),
             queue: VecDeque::new(),
             current: None,
+            batch: None,
             next_token: 1,
             down_since: Some(Instant::now()),
             started: Instant::now(),
@@ -201,7 +204,7 @@ impl Device {
                 },
                 done = poll_write(&mut self.writing) => self.on_committed(done.0, done.1, &mut port).await,
                 Some(cmd) = self.ctx.commands.recv() => {
-                    self.queue.push_back(cmd);
+                    self.enqueue(cmd);
                     self.advance_queue();
                     self.write_unprompted(&mut port).await
                 }
@@ -235,7 +238,7 @@ impl Device {
                     let (purposes, result) = done;
                     self.after_commit_offline(purposes, result);
                 }
-                Some(cmd) = self.ctx.commands.recv() => self.queue.push_back(cmd),
+                Some(cmd) = self.ctx.commands.recv() => self.enqueue(cmd),
                 _ = ticker.tick() => {
                     self.ctx.heartbeat.beat();
                     self.settle_startup(Instant::now());
@@ -636,6 +639,16 @@ impl Device {
         let token = self.next_token;
         self.next_token += 1;
         token
+    }
+
+    /// A command from the router: queued, except `cancel`, which acts now.
+    fn enqueue(&mut self, cmd: QueuedCommand) {
+        if let super::Job::Cancel(target) = &cmd.job {
+            let target = target.clone();
+            self.ctx.queued.fetch_sub(1, Ordering::SeqCst);
+            return self.cancel(cmd, &target);
+        }
+        self.queue.push_back(cmd);
     }
 
     pub(super) fn dequeue(&mut self) -> Option<QueuedCommand> {
