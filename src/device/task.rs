@@ -507,7 +507,10 @@ impl Device {
                     self.ctx.health.retransmission();
                 }
                 self.written(token);
-                self.write_frame(&frame, port).await
+                self.write_frame(&frame, port).await?;
+                #[cfg(debug_assertions)]
+                self.failpoint_abort_after_write();
+                Ok(())
             }
         }
     }
@@ -667,6 +670,21 @@ async fn failpoint_stall(machine: &str, started: Instant) {
     if target.as_deref() == Some(machine) && started.elapsed() > Duration::from_secs(2) {
         tracing::warn!(machine, "failpoint: device task stalls");
         std::future::pending::<()>().await;
+    }
+}
+
+impl Device {
+    /// Test builds only: `VENDGATE_FAILPOINT_ABORT_AFTER_WRITE=<command>`
+    /// aborts the process right after that command's frame is written,
+    /// before its ACK can be recorded: a crash with a command in flight.
+    #[cfg(debug_assertions)]
+    fn failpoint_abort_after_write(&self) {
+        let target = std::env::var("VENDGATE_FAILPOINT_ABORT_AFTER_WRITE").ok();
+        let name = self.current.as_ref().map(|c| c.cmd.def.name.as_str());
+        if target.is_some() && target.as_deref() == name {
+            tracing::warn!(machine = %self.machine, command = ?name, "failpoint: abort after write");
+            std::process::abort();
+        }
     }
 }
 
