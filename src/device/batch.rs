@@ -122,7 +122,9 @@ impl Device {
             .unwrap_or_default();
         let failed = result.status != Status::Ok;
         let progress = &mut run.job.progress;
-        progress.next = index + 1;
+        // A step that ends `offline` was not sent, or its outcome is
+        // unknown: it does not count as done.
+        progress.next = index + usize::from(result.status != Status::Offline);
         progress.in_flight = false;
         if failed {
             let error = result.error.clone().unwrap_or_default();
