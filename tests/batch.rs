@@ -80,7 +80,11 @@ async fn a_long_set_price_batch_reaches_the_board_once_in_order_with_progress() 
         .and_then(|s| s.parse().ok())
         .unwrap_or(300);
     let mut r = rig(Script::default()).await;
-    fast_polls(&mut r).await;
+    // By hand: VENDGATE_BATCH_DEFAULT_POLL=1 leaves the board at 200 ms and
+    // lets the batch lower it.
+    if std::env::var_os("VENDGATE_BATCH_DEFAULT_POLL").is_none() {
+        fast_polls(&mut r).await;
+    }
     let started = Instant::now();
     r.client
         .publish(BATCH, batch("big", price_steps(n)), false)
@@ -108,6 +112,12 @@ async fn a_long_set_price_batch_reaches_the_board_once_in_order_with_progress() 
     let events = r.board.drain(Duration::from_millis(500)).await;
     let expected: Vec<u64> = (0..n as u64).map(|i| 100 + i).collect();
     assert_eq!(prices(&events), expected, "every step once, in order");
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, BoardEvent::Command { repeat: true, .. })),
+        "no retransmission"
+    );
     let reports: Vec<Value> = r
         .client
         .drain(Duration::from_millis(100))
@@ -323,4 +333,29 @@ async fn under_continue_failed_steps_are_listed_and_the_rest_runs() {
     assert_eq!(failed[0]["index"], 1, "{result}");
     let events = r.board.drain(Duration::from_millis(500)).await;
     assert_eq!(prices(&events), vec![100, 101]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_polls_faster_while_it_runs_and_restores_the_interval() {
+    let mut r = rig(Script::default()).await;
+    r.client
+        .publish(BATCH, batch("t", price_steps(20)), false)
+        .await;
+    let result = final_result(&mut r, "t", SECS(20)).await;
+    assert_eq!(result["status"], "ok", "{result}");
+    let events = r.board.drain(Duration::from_millis(500)).await;
+    let sent: Vec<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            BoardEvent::Command { name, args, .. } if name == "set_poll_interval" => {
+                Some(format!("poll {}", args["interval_ms"]))
+            }
+            BoardEvent::Command { name, .. } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut expected = vec!["poll 100".to_owned()];
+    expected.extend((0..20).map(|_| "set_price".to_owned()));
+    expected.push("poll 200".to_owned());
+    assert_eq!(sent, expected);
 }

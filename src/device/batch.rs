@@ -29,7 +29,19 @@ pub(super) struct Running {
     pub job: BatchJob,
     pub cancelled: bool,
     last_report: Instant,
+    /// A poll interval (ms) to send before the next step.
+    tune: Option<u64>,
+    /// The poll interval (ms) to restore before the batch ends.
+    restore_ms: Option<u64>,
+    /// The end decided while the poll interval is being restored.
+    ending: Option<End>,
 }
+
+/// How a batch ends: `None` is what its steps give (`ok` or `failed`).
+type End = Option<(Status, String)>;
+
+/// The poll interval while a batch runs, when the profile can set it.
+const BATCH_POLL_MS: u64 = 100;
 
 impl Device {
     /// A batch reaches the head of the queue: it runs from its progress.
@@ -43,15 +55,89 @@ impl Device {
             job: *job,
             cancelled: false,
             last_report: Instant::now(),
+            tune: None,
+            restore_ms: None,
+            ending: None,
         };
         let ops = vec![self.report_op(&run, None)];
         self.batch = Some(run);
+        let restore = self.poll_to_restore();
+        if let Some(run) = self.batch.as_mut() {
+            run.tune = restore.map(|_| BATCH_POLL_MS);
+            run.restore_ms = restore;
+        }
         self.schedule(ops, Purpose::Done);
+    }
+
+    /// The current poll interval, when the profile's `poll_interval_command`
+    /// can lower it to [`BATCH_POLL_MS`] for the batch and set it back.
+    fn poll_to_restore(&self) -> Option<u64> {
+        let current = u64::try_from(self.link.poll_interval().as_millis()).ok()?;
+        let can = current > BATCH_POLL_MS
+            && self.tune_command(BATCH_POLL_MS).is_some()
+            && self.tune_command(current).is_some();
+        can.then_some(current)
+    }
+
+    /// The running batch's poll interval change to `ms`.
+    fn tune_command(&self, ms: u64) -> Option<QueuedCommand> {
+        let rule = self.ctx.profile.link.poll_interval_command.as_ref()?;
+        let def = self.ctx.profile.command(&rule.command)?;
+        let mut args = Map::new();
+        args.insert(rule.arg.clone(), json!(ms));
+        let body = def.encode(&args).ok()?;
+        let run = self.batch.as_ref()?;
+        Some(QueuedCommand {
+            id: run.id.clone(),
+            def: def.clone(),
+            body,
+            args,
+            expires_at: None,
+            accepted: run.accepted,
+            accepted_ms: run.accepted_ms,
+            job: Job::Tune,
+        })
+    }
+
+    /// A poll interval change completed; the batch goes on either way.
+    pub(super) fn tune_done(&mut self, result: CommandResult) {
+        if result.status != Status::Ok {
+            warn!(machine = %self.machine, status = result.status.as_str(), error = ?result.error, "batch: poll interval change failed");
+        }
+    }
+
+    /// Ends the batch, or first sets the poll interval back (the end then
+    /// follows that command).
+    fn end_or_restore(&mut self, end: End) -> Vec<Op> {
+        let link_up = self.link.is_up();
+        if let Some(run) = self.batch.as_mut().filter(|_| link_up) {
+            if let Some(ms) = run.restore_ms.take() {
+                run.tune = Some(ms);
+                run.ending = Some(end);
+                return Vec::new();
+            }
+        }
+        match self.batch.take() {
+            Some(run) => self.end_ops(run, end),
+            None => Vec::new(),
+        }
     }
 
     /// Stages the running batch's next step, or ends the batch. Called when
     /// nothing is in progress and the link can take a command.
     pub(super) fn next_step(&mut self) {
+        let tune = self.batch.as_mut().and_then(|run| run.tune.take());
+        if let Some(cmd) = tune.and_then(|ms| self.tune_command(ms)) {
+            return self.stage_command(cmd);
+        }
+        let ending = self.batch.as_mut().and_then(|run| run.ending.take());
+        if let Some(end) = ending {
+            if let Some(run) = self.batch.take() {
+                let ops = self.end_ops(run, end);
+                self.schedule(ops, Purpose::Done);
+            }
+            return;
+        }
         let Some(run) = self.batch.as_ref() else {
             return;
         };
@@ -72,10 +158,8 @@ impl Device {
         let index = progress.next;
         let step = run.job.steps.get(index);
         if end.is_some() || step.is_none() {
-            if let Some(run) = self.batch.take() {
-                let ops = self.end_ops(run, end);
-                self.schedule(ops, Purpose::Done);
-            }
+            let ops = self.end_or_restore(end);
+            self.schedule(ops, Purpose::Done);
             return;
         }
         let Some(step) = step else { return };
@@ -147,18 +231,20 @@ impl Device {
         } else {
             None
         };
-        if let Some(end) = end {
-            return match self.batch.take() {
-                Some(run) => self.end_ops(run, end),
-                None => Vec::new(),
-            };
-        }
+        let next = self
+            .batch
+            .as_ref()
+            .map_or(index, |run| run.job.progress.next);
         let mut ops = Vec::new();
-        if let Some(record) = self.step_record(index + 1, false) {
+        if let Some(record) = self.step_record(next, false) {
             ops.push(Op::PutCommand {
                 machine: self.machine.clone(),
                 record,
             });
+        }
+        if let Some(end) = end {
+            ops.extend(self.end_or_restore(end));
+            return ops;
         }
         let due = self
             .batch
@@ -177,7 +263,7 @@ impl Device {
 
     /// The final result of a batch, its record and the removal of its steps.
     /// `end` overrides the outcome the steps give (`ok` or `failed`).
-    fn end_ops(&self, run: Running, end: Option<(Status, String)>) -> Vec<Op> {
+    fn end_ops(&self, run: Running, end: End) -> Vec<Op> {
         let progress = &run.job.progress;
         let total = run.job.steps.len();
         let mut result = match end {
@@ -334,6 +420,9 @@ impl Device {
                 job,
                 cancelled: false,
                 last_report: Instant::now(),
+                tune: None,
+                restore_ms: None,
+                ending: None,
             };
             return self.end_ops(run, end);
         }

@@ -116,11 +116,15 @@ impl Device {
     /// The record of `cmd` in `phase`; for a batch step the batch's record
     /// with the step in flight while `Written`.
     fn record_of(&self, cmd: &QueuedCommand, phase: CommandPhase) -> CommandRecord {
-        if let Job::Step(index) = cmd.job {
-            let in_flight = phase == CommandPhase::Written;
-            if let Some(record) = self.step_record(index, in_flight) {
-                return record;
-            }
+        let step = match cmd.job {
+            Job::Step(index) => Some((index, phase == CommandPhase::Written)),
+            // Not a step: the batch's record stays as it is.
+            Job::Tune => self.batch.as_ref().map(|b| (b.job.progress.next, false)),
+            _ => None,
+        };
+        if let Some(record) = step.and_then(|(index, in_flight)| self.step_record(index, in_flight))
+        {
+            return record;
         }
         CommandRecord {
             id: cmd.id.clone(),
@@ -208,8 +212,10 @@ impl Device {
         }
         let result = CommandResult::new(Some(&done.cmd.id), Status::Ok)
             .with_response(decoded.fields.clone());
-        if let Job::Step(index) = done.cmd.job {
-            return self.step_done(index, result);
+        match done.cmd.job {
+            Job::Step(index) => return self.step_done(index, result),
+            Job::Tune => return Vec::new(),
+            _ => {}
         }
         self.result_ops(
             &done.cmd.id,
@@ -310,9 +316,13 @@ impl Device {
     /// Publishes the result and records the outcome for `duplicate`.
     pub(super) fn finish(&mut self, cmd: QueuedCommand, mut result: CommandResult) {
         result.id = Some(cmd.id.clone());
-        if let Job::Step(index) = cmd.job {
-            let ops = self.step_done(index, result);
-            return self.schedule(ops, Purpose::Done);
+        match cmd.job {
+            Job::Step(index) => {
+                let ops = self.step_done(index, result);
+                return self.schedule(ops, Purpose::Done);
+            }
+            Job::Tune => return self.tune_done(result),
+            _ => {}
         }
         let removal = self.queued_batch_end(&cmd, &mut result);
         if result.status != Status::Ok {

@@ -61,6 +61,8 @@ pub enum Job {
     Cancel(String),
     /// Step `index` of the running batch, sent like a single command.
     Step(usize),
+    /// The poll interval change around a running batch (not a step).
+    Tune,
 }
 
 /// A batch's steps and where it stands.
