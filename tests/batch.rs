@@ -359,3 +359,29 @@ async fn a_batch_polls_faster_while_it_runs_and_restores_the_interval() {
     expected.push("poll 200".to_owned());
     assert_eq!(sent, expected);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_whose_machine_goes_silent_ends_offline() {
+    let mut r = rig(Script::default()).await;
+    r.client
+        .publish(BATCH, batch("o", price_steps(100)), false)
+        .await;
+    let mut seen = Vec::new();
+    while prices(&seen).len() < 3 {
+        let e = r
+            .board
+            .expect(SECS(10), "a step", |e| {
+                matches!(e, BoardEvent::Command { .. })
+            })
+            .await;
+        seen.push(e);
+    }
+    r.board.polling(false).await;
+    let result = final_result(&mut r, "o", SECS(20)).await;
+    assert_eq!(result["status"], "offline", "{result}");
+    r.board.polling(true).await;
+    r.client.expect_status("vm-001", "online", SECS(5)).await;
+    seen.extend(r.board.drain(SECS(1)).await);
+    let done = result["done"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(prices(&seen).len(), done, "{result}");
+}
