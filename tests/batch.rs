@@ -385,3 +385,36 @@ async fn a_batch_whose_machine_goes_silent_ends_offline() {
     let done = result["done"].as_u64().unwrap_or(0) as usize;
     assert_eq!(prices(&seen).len(), done, "{result}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_removes_a_queued_batch_before_any_of_its_steps() {
+    let mut r = rig(Script::default()).await;
+    r.client
+        .publish(BATCH, batch("first", price_steps(10)), false)
+        .await;
+    let second: Vec<Value> = (0..5)
+        .map(|i| json!({"cmd": "set_price", "selection": 500, "price": 9000 + i}))
+        .collect();
+    r.client
+        .publish(BATCH, batch("second", second), false)
+        .await;
+    r.client
+        .publish(
+            "vending/vm-001/cmd/cancel",
+            r#"{"id":"x","target":"second"}"#,
+            false,
+        )
+        .await;
+    let v = r
+        .client
+        .expect_result("vm-001", "cancel", "x", SECS(5))
+        .await;
+    assert_eq!(v["status"], "ok", "{v}");
+    let cancelled = final_result(&mut r, "second", SECS(5)).await;
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(cancelled["done"], 0, "{cancelled}");
+    let first = final_result(&mut r, "first", SECS(20)).await;
+    assert_eq!(first["status"], "ok", "{first}");
+    let events = r.board.drain(Duration::from_millis(500)).await;
+    assert_eq!(prices(&events), (100..110).collect::<Vec<u64>>());
+}

@@ -137,7 +137,14 @@ impl Router {
                 def: gateway_command(&command),
                 body: Vec::new(),
                 args: Default::default(),
-                expires_at: None,
+                // A batch still queued when it passes ends `expired` there.
+                expires_at: match &job {
+                    Job::Batch(b) => b
+                        .progress
+                        .expires_at_ms
+                        .and_then(chrono::DateTime::from_timestamp_millis),
+                    _ => None,
+                },
                 job,
             },
             Some(Err(result)) => return Verdict::Reply(command, result),

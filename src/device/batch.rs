@@ -444,13 +444,18 @@ impl Device {
     }
 
     /// A running batch waiting for a link that stayed down: `offline`.
+    /// A batch whose end was decided keeps it: only restoring the poll
+    /// interval was left.
     pub(super) fn batch_offline(&mut self) {
         if self.current.is_some() {
             return;
         }
-        if let Some(run) = self.batch.take() {
-            let error = format!("the machine's link is down and did not return in time; steps from {} on were not sent", run.job.progress.next);
-            let ops = self.end_ops(run, Some((Status::Offline, error)));
+        if let Some(mut run) = self.batch.take() {
+            let end = run.ending.take().unwrap_or_else(|| {
+                let error = format!("the machine's link is down and did not return in time; steps from {} on were not sent", run.job.progress.next);
+                Some((Status::Offline, error))
+            });
+            let ops = self.end_ops(run, end);
             self.schedule(ops, Purpose::Done);
         }
     }
