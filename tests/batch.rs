@@ -418,3 +418,33 @@ async fn cancel_removes_a_queued_batch_before_any_of_its_steps() {
     let events = r.board.drain(Duration::from_millis(500)).await;
     assert_eq!(prices(&events), (100..110).collect::<Vec<u64>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_resumes_after_a_clean_restart() {
+    let mut r = rig(Script::default()).await;
+    let n = 30;
+    r.client
+        .publish(BATCH, batch("s", price_steps(n)), false)
+        .await;
+    let mut seen = Vec::new();
+    while prices(&seen).len() < 8 {
+        let e = r
+            .board
+            .expect(SECS(10), "a step", |e| {
+                matches!(e, BoardEvent::Command { .. })
+            })
+            .await;
+        seen.push(e);
+    }
+    assert_eq!(r.gateway.terminate().and_then(|s| s.code()), Some(0));
+    r.gateway.spawn();
+    let result = final_result(&mut r, "s", SECS(30)).await;
+    assert_eq!(result["status"], "ok", "{result}");
+    seen.extend(r.board.drain(Duration::from_millis(500)).await);
+    let got = prices(&seen);
+    let mut deduped = got.clone();
+    deduped.dedup();
+    let expected: Vec<u64> = (0..n as u64).map(|i| 100 + i).collect();
+    assert_eq!(deduped, expected, "{got:?}");
+    assert!(got.len() <= n + 1, "{got:?}");
+}
