@@ -448,3 +448,17 @@ async fn a_batch_resumes_after_a_clean_restart() {
     assert_eq!(deduped, expected, "{got:?}");
     assert!(got.len() <= n + 1, "{got:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_batch_stops_expired_when_expires_at_passes_between_steps() {
+    let mut r = rig(Script::default()).await;
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let payload = json!({"id": "x", "steps": price_steps(100), "expires_at": at.to_rfc3339()});
+    r.client.publish(BATCH, payload.to_string(), false).await;
+    let result = final_result(&mut r, "x", SECS(10)).await;
+    assert_eq!(result["status"], "expired", "{result}");
+    let done = result["done"].as_u64().unwrap_or(0) as usize;
+    assert!(done > 0 && done < 100, "{result}");
+    let events = r.board.drain(SECS(1)).await;
+    assert_eq!(prices(&events).len(), done, "{result}");
+}
