@@ -1,6 +1,7 @@
 //! A batch on the device: its steps go through the single-command path
 //! (`commands.rs`) one at a time, as `Job::Step` commands; this file keeps
-//! the batch's progress, its reports and its end.
+//! the batch's progress, its reports, cancel and its end. Resuming after a
+//! restart is in `batch_resume.rs`, the faster polls in `batch_poll.rs`.
 //!
 //! Progress lives in the batch's `CommandRecord` and is written with each
 //! step's `Written` record and with its completion, so a restart knows the
@@ -8,12 +9,13 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Map, Value};
-use tracing::{info, warn};
+use serde_json::{json, Value};
+use tracing::info;
 
+use super::batch_poll::BATCH_POLL_MS;
 use super::task::{Device, Purpose};
-use super::{gateway_command, BatchJob, Job, QueuedCommand};
-use crate::command::batch::{steps_from_json, BATCH};
+use super::{BatchJob, Job, QueuedCommand};
+use crate::command::batch::BATCH;
 use crate::command::{CommandResult, Status};
 use crate::store::{CommandPhase, CommandRecord, Op};
 
@@ -28,20 +30,17 @@ pub(super) struct Running {
     pub accepted_ms: i64,
     pub job: BatchJob,
     pub cancelled: bool,
-    last_report: Instant,
-    /// A poll interval (ms) to send before the next step.
-    tune: Option<u64>,
+    pub last_report: Instant,
+    /// A poll interval (ms) to send before the next step (`batch_poll.rs`).
+    pub tune: Option<u64>,
     /// The poll interval (ms) to restore before the batch ends.
-    restore_ms: Option<u64>,
+    pub restore_ms: Option<u64>,
     /// The end decided while the poll interval is being restored.
-    ending: Option<End>,
+    pub ending: Option<End>,
 }
 
 /// How a batch ends: `None` is what its steps give (`ok` or `failed`).
-type End = Option<(Status, String)>;
-
-/// The poll interval while a batch runs, when the profile can set it.
-const BATCH_POLL_MS: u64 = 100;
+pub(super) type End = Option<(Status, String)>;
 
 impl Device {
     /// A batch reaches the head of the queue: it runs from its progress.
@@ -67,60 +66,6 @@ impl Device {
             run.restore_ms = restore;
         }
         self.schedule(ops, Purpose::Done);
-    }
-
-    /// The current poll interval, when the profile's `poll_interval_command`
-    /// can lower it to [`BATCH_POLL_MS`] for the batch and set it back.
-    fn poll_to_restore(&self) -> Option<u64> {
-        let current = u64::try_from(self.link.poll_interval().as_millis()).ok()?;
-        let can = current > BATCH_POLL_MS
-            && self.tune_command(BATCH_POLL_MS).is_some()
-            && self.tune_command(current).is_some();
-        can.then_some(current)
-    }
-
-    /// The running batch's poll interval change to `ms`.
-    fn tune_command(&self, ms: u64) -> Option<QueuedCommand> {
-        let rule = self.ctx.profile.link.poll_interval_command.as_ref()?;
-        let def = self.ctx.profile.command(&rule.command)?;
-        let mut args = Map::new();
-        args.insert(rule.arg.clone(), json!(ms));
-        let body = def.encode(&args).ok()?;
-        let run = self.batch.as_ref()?;
-        Some(QueuedCommand {
-            id: run.id.clone(),
-            def: def.clone(),
-            body,
-            args,
-            expires_at: None,
-            accepted: run.accepted,
-            accepted_ms: run.accepted_ms,
-            job: Job::Tune,
-        })
-    }
-
-    /// A poll interval change completed; the batch goes on either way.
-    pub(super) fn tune_done(&mut self, result: CommandResult) {
-        if result.status != Status::Ok {
-            warn!(machine = %self.machine, status = result.status.as_str(), error = ?result.error, "batch: poll interval change failed");
-        }
-    }
-
-    /// Ends the batch, or first sets the poll interval back (the end then
-    /// follows that command).
-    fn end_or_restore(&mut self, end: End) -> Vec<Op> {
-        let link_up = self.link.is_up();
-        if let Some(run) = self.batch.as_mut().filter(|_| link_up) {
-            if let Some(ms) = run.restore_ms.take() {
-                run.tune = Some(ms);
-                run.ending = Some(end);
-                return Vec::new();
-            }
-        }
-        match self.batch.take() {
-            Some(run) => self.end_ops(run, end),
-            None => Vec::new(),
-        }
     }
 
     /// Stages the running batch's next step, or ends the batch. Called when
@@ -263,7 +208,7 @@ impl Device {
 
     /// The final result of a batch, its record and the removal of its steps.
     /// `end` overrides the outcome the steps give (`ok` or `failed`).
-    fn end_ops(&self, run: Running, end: End) -> Vec<Op> {
+    pub(super) fn end_ops(&self, run: Running, end: End) -> Vec<Op> {
         let progress = &run.job.progress;
         let total = run.job.steps.len();
         let mut result = match end {
@@ -359,88 +304,6 @@ impl Device {
         }
         let error = format!("no queued or running batch has the id `{target}` (unknown or already finished); nothing was cancelled");
         self.finish(cmd, CommandResult::error(None, Status::Rejected, error));
-    }
-
-    /// A batch left open by the last run goes back to the head of the
-    /// queue at its first step not acknowledged. A step that may have been
-    /// on the wire is sent again only if its command is idempotent;
-    /// otherwise it counts as failed with its outcome unknown.
-    pub(super) fn resume_batch(&mut self, record: CommandRecord) -> Vec<Op> {
-        let Some(mut progress) = record.progress.clone() else {
-            return Vec::new();
-        };
-        let steps = match self.ctx.store.batch(&self.machine, &record.id) {
-            Ok(Some(json)) => steps_from_json(&self.ctx.profile, &json),
-            Ok(None) => Err("its steps are not in the store".to_owned()),
-            Err(e) => Err(e.to_string()),
-        };
-        let steps = match steps {
-            Ok(steps) => steps,
-            Err(why) => {
-                warn!(machine = %self.machine, id = %record.id, why, "cannot resume batch");
-                let error = format!("the gateway restarted and cannot resume this batch ({why}); steps from {} on were not sent", progress.next);
-                let result = CommandResult::error(Some(&record.id), Status::Failed, error);
-                let mut ops = self.result_ops(&record.id, BATCH, record.at_ms, &result);
-                ops.push(Op::RemoveBatch {
-                    machine: self.machine.clone(),
-                    id: record.id,
-                });
-                return ops;
-            }
-        };
-        let mut end = None;
-        if progress.in_flight {
-            let step = steps.get(progress.next);
-            let idempotent = step.is_some_and(|s| s.def.idempotent);
-            progress.in_flight = false;
-            if !idempotent {
-                let name = step.map(|s| s.def.name.clone()).unwrap_or_default();
-                let index = progress.next;
-                let error = "the gateway stopped while this step was on its way to the machine; its outcome is unknown, check the machine before retrying".to_owned();
-                progress.failures.push((index, name.clone(), error.clone()));
-                progress.next += 1;
-                if !progress.continue_on_error {
-                    let error =
-                        format!("step {index} ({name}): {error}; later steps were not sent");
-                    end = Some((Status::Failed, error));
-                }
-            }
-        }
-        info!(machine = %self.machine, id = %record.id, next = progress.next, "resuming batch left open by the last run");
-        let job = BatchJob {
-            steps,
-            progress,
-            steps_json: String::new(),
-        };
-        if end.is_some() {
-            let run = Running {
-                id: record.id,
-                accepted: Instant::now(),
-                accepted_ms: record.at_ms,
-                job,
-                cancelled: false,
-                last_report: Instant::now(),
-                tune: None,
-                restore_ms: None,
-                ending: None,
-            };
-            return self.end_ops(run, end);
-        }
-        let cmd = QueuedCommand {
-            id: record.id,
-            def: gateway_command(BATCH),
-            body: Vec::new(),
-            args: Map::new(),
-            expires_at: None,
-            accepted: Instant::now(),
-            accepted_ms: record.at_ms,
-            job: Job::Batch(Box::new(job)),
-        };
-        self.ctx
-            .queued
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.queue.push_front(cmd);
-        Vec::new()
     }
 
     /// A running batch waiting for a link that stayed down: `offline`.

@@ -11,6 +11,8 @@
 //! delays the answer to a POLL.
 
 mod batch;
+mod batch_poll;
+mod batch_resume;
 mod commands;
 mod messages;
 mod port;
