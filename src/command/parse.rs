@@ -25,9 +25,10 @@ pub struct Parsed {
     /// The arguments without the envelope keys.
     pub args: Map<String, Value>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub job: crate::device::Job,
 }
 
-fn rejected(id: Option<&str>, error: impl Into<String>) -> CommandResult {
+pub(super) fn rejected(id: Option<&str>, error: impl Into<String>) -> CommandResult {
     CommandResult::error(id, Status::Rejected, error)
 }
 
@@ -77,6 +78,35 @@ pub fn envelope(
     Ok(Envelope { id, object })
 }
 
+/// The optional `expires_at`; `expired` when it has passed.
+pub fn expires_at(
+    id: &str,
+    object: &Map<String, Value>,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, CommandResult> {
+    let expires_at = match object.get("expires_at") {
+        None => None,
+        Some(Value::String(text)) => match DateTime::parse_from_rfc3339(text) {
+            Ok(at) => Some(at.with_timezone(&Utc)),
+            Err(e) => {
+                return Err(rejected(
+                    Some(id),
+                    format!("expires_at: not an RFC 3339 time: {e}"),
+                ))
+            }
+        },
+        Some(_) => return Err(rejected(Some(id), "expires_at: must be an RFC 3339 string")),
+    };
+    if expires_at.is_some_and(|at| at <= now) {
+        return Err(CommandResult::error(
+            Some(id),
+            Status::Expired,
+            "expires_at has passed; the command was not executed",
+        ));
+    }
+    Ok(expires_at)
+}
+
 /// `expires_at`, the command name and its arguments (validated and encoded
 /// by the profile).
 pub fn body(
@@ -86,31 +116,7 @@ pub fn body(
     now: DateTime<Utc>,
 ) -> Result<Parsed, CommandResult> {
     let Envelope { id, mut object } = envelope;
-    let expires_at = match object.get("expires_at") {
-        None => None,
-        Some(Value::String(text)) => match DateTime::parse_from_rfc3339(text) {
-            Ok(at) => Some(at.with_timezone(&Utc)),
-            Err(e) => {
-                return Err(rejected(
-                    Some(&id),
-                    format!("expires_at: not an RFC 3339 time: {e}"),
-                ))
-            }
-        },
-        Some(_) => {
-            return Err(rejected(
-                Some(&id),
-                "expires_at: must be an RFC 3339 string",
-            ))
-        }
-    };
-    if expires_at.is_some_and(|at| at <= now) {
-        return Err(CommandResult::error(
-            Some(&id),
-            Status::Expired,
-            "expires_at has passed; the command was not executed",
-        ));
-    }
+    let expires_at = expires_at(&id, &object, now)?;
     let Some(def) = profile.command(command) else {
         let known: Vec<&str> = profile.commands().iter().map(|c| c.name.as_str()).collect();
         return Err(rejected(
@@ -131,5 +137,6 @@ pub fn body(
         body,
         args: object,
         expires_at,
+        job: crate::device::Job::Single,
     })
 }

@@ -16,6 +16,9 @@ pub enum Status {
     Duplicate,
     Offline,
     Busy,
+    /// A batch's progress report (not final).
+    Running,
+    Cancelled,
 }
 
 impl Status {
@@ -29,6 +32,8 @@ impl Status {
             Status::Duplicate => "duplicate",
             Status::Offline => "offline",
             Status::Busy => "busy",
+            Status::Running => "running",
+            Status::Cancelled => "cancelled",
         }
     }
 }
@@ -41,7 +46,10 @@ pub struct CommandResult {
     pub status: Status,
     pub error: Option<String>,
     pub response: Option<Map<String, Value>>,
-    pub original: Option<Value>,
+    /// Further keys: a duplicate's `original`; a batch's `done`, `total`,
+    /// `last`, `failed_step(s)`.
+    /// Boxed: results travel in `Err`s and should stay small.
+    extra: Option<Box<Map<String, Value>>>,
 }
 
 impl CommandResult {
@@ -51,7 +59,7 @@ impl CommandResult {
             status,
             error: None,
             response: None,
-            original: None,
+            extra: None,
         }
     }
 
@@ -65,6 +73,13 @@ impl CommandResult {
             error: Some(error.into()),
             ..CommandResult::new(id, status)
         }
+    }
+
+    /// Sets a further key of the payload (a batch's `done`, `total`, ...).
+    pub fn set(&mut self, key: &str, value: Value) {
+        self.extra
+            .get_or_insert_with(Default::default)
+            .insert(key.to_owned(), value);
     }
 
     pub fn with_response(mut self, response: Map<String, Value>) -> CommandResult {
@@ -113,8 +128,8 @@ impl CommandResult {
         if let Some(response) = &self.response {
             object.insert("response".into(), Value::Object(response.clone()));
         }
-        if let Some(original) = &self.original {
-            object.insert("original".into(), original.clone());
+        for (key, value) in self.extra.iter().flat_map(|extra| extra.iter()) {
+            object.insert(key.clone(), value.clone());
         }
         Value::Object(object).to_string()
     }

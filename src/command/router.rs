@@ -15,12 +15,12 @@ use std::time::Instant;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, error, warn};
 
-use super::{parse, CommandResult, Status};
+use super::{batch, parse, CommandResult, Status};
 use crate::config::Config;
-use crate::device::QueuedCommand;
+use crate::device::{gateway_command, BatchJob, Job, QueuedCommand};
 use crate::mqtt::Publish;
 use crate::profile::Profile;
-use crate::store::{CommandPhase, CommandRecord, Op, Store};
+use crate::store::{BatchProgress, CommandPhase, CommandRecord, Op, Store};
 
 pub struct Router {
     pub machine: String,
@@ -58,6 +58,15 @@ impl Router {
             match self.judge(&publish, &in_batch, accepted.len()) {
                 Verdict::Accept(cmd) => {
                     in_batch.insert(cmd.id.clone());
+                    let mut progress = None;
+                    if let Job::Batch(job) = &cmd.job {
+                        progress = Some(job.progress.clone());
+                        ops.push(Op::PutBatch {
+                            machine: self.machine.clone(),
+                            id: cmd.id.clone(),
+                            steps_json: job.steps_json.clone(),
+                        });
+                    }
                     ops.push(Op::PutCommand {
                         machine: self.machine.clone(),
                         record: CommandRecord {
@@ -65,6 +74,7 @@ impl Router {
                             command: cmd.def.name.clone(),
                             phase: CommandPhase::Queued,
                             at_ms: cmd.accepted_ms,
+                            progress,
                         },
                     });
                     accepted.push(cmd);
@@ -116,12 +126,36 @@ impl Router {
         if let Some(duplicate) = self.duplicate(&id, in_batch) {
             return Verdict::Reply(command, duplicate);
         }
-        let parsed = match parse::body(&self.profile, &command, envelope, chrono::Utc::now()) {
-            Ok(parsed) => parsed,
-            Err(result) => return Verdict::Reply(command, result),
+        // The gateway's own commands come before the profile's.
+        let gateway = match command.as_str() {
+            batch::BATCH => Some(batch_job(&self.profile, &envelope)),
+            batch::CANCEL => Some(batch::parse_cancel(&envelope).map(Job::Cancel)),
+            _ => None,
+        };
+        let parsed = match gateway {
+            Some(Ok(job)) => parse::Parsed {
+                def: gateway_command(&command),
+                body: Vec::new(),
+                args: Default::default(),
+                // A batch still queued when it passes ends `expired` there.
+                expires_at: match &job {
+                    Job::Batch(b) => b
+                        .progress
+                        .expires_at_ms
+                        .and_then(chrono::DateTime::from_timestamp_millis),
+                    _ => None,
+                },
+                job,
+            },
+            Some(Err(result)) => return Verdict::Reply(command, result),
+            None => match parse::body(&self.profile, &command, envelope, chrono::Utc::now()) {
+                Ok(parsed) => parsed,
+                Err(result) => return Verdict::Reply(command, result),
+            },
         };
         let queued = self.queued.load(Ordering::SeqCst) + accepted_now;
-        if queued >= config.commands.queue_limit {
+        let is_cancel = matches!(parsed.job, Job::Cancel(_));
+        if queued >= config.commands.queue_limit && !is_cancel {
             return Verdict::Reply(
                 command,
                 CommandResult::error(
@@ -139,6 +173,7 @@ impl Router {
             expires_at: parsed.expires_at,
             accepted: Instant::now(),
             accepted_ms: chrono::Utc::now().timestamp_millis(),
+            job: parsed.job,
         })
     }
 
@@ -165,7 +200,9 @@ impl Router {
         let mut result = CommandResult::error(Some(id), Status::Duplicate, IN_PROGRESS);
         if let CommandPhase::Done { result: original } = record.phase {
             result.error = Some("this id was already executed; nothing was sent again, the original result is in `original`".into());
-            result.original = serde_json::from_str(&original).ok();
+            if let Ok(original) = serde_json::from_str(&original) {
+                result.set("original", original);
+            }
         }
         Some(result)
     }
@@ -173,4 +210,19 @@ impl Router {
     fn result_op(&self, command: &str, result: &CommandResult) -> Op {
         result.publication(&self.config, &self.machine, command).0
     }
+}
+
+/// A validated batch, ready to queue, with its progress at step 0.
+fn batch_job(profile: &Profile, envelope: &parse::Envelope) -> Result<Job, CommandResult> {
+    let batch = batch::parse_batch(profile, envelope, chrono::Utc::now())?;
+    let progress = BatchProgress {
+        continue_on_error: batch.continue_on_error,
+        expires_at_ms: batch.expires_at.map(|at| at.timestamp_millis()),
+        ..BatchProgress::default()
+    };
+    Ok(Job::Batch(Box::new(BatchJob {
+        steps: batch.steps,
+        progress,
+        steps_json: batch.steps_json,
+    })))
 }

@@ -12,7 +12,7 @@ use tracing::{info, warn};
 
 use super::messages::Decoded;
 use super::task::{Device, Purpose};
-use super::QueuedCommand;
+use super::{Job, QueuedCommand};
 use crate::command::{CommandResult, Status};
 use crate::profile::{Completion, LinkMode};
 use crate::store::{CommandPhase, CommandRecord, Op};
@@ -52,7 +52,12 @@ impl Device {
             }
         };
         let mut ops = Vec::new();
-        for record in open {
+        // Oldest first at the head of the queue.
+        for record in open.iter().rev().filter(|r| r.progress.is_some()) {
+            let resumed = self.resume_batch(record.clone());
+            ops.extend(resumed);
+        }
+        for record in open.into_iter().filter(|r| r.progress.is_none()) {
             let error = match record.phase {
                 CommandPhase::Queued => "the gateway stopped before this command was sent to the machine; it was not sent and will not be sent",
                 _ => "the gateway stopped after this command was written to the machine and before it completed; its outcome is unknown, check the machine before retrying",
@@ -70,32 +75,63 @@ impl Device {
     pub(super) fn advance_queue(&mut self) {
         let can_send = self.link.is_up() || self.link.mode() != LinkMode::DevicePolls;
         while self.current.is_none() && can_send && !self.link.busy() {
+            if self.batch.is_some() {
+                self.next_step();
+                continue;
+            }
             let Some(cmd) = self.dequeue() else { return };
             if expired(&cmd) {
                 self.finish(cmd, CommandResult::error(None, Status::Expired, EXPIRED));
                 continue;
             }
-            let token = self.take_token();
-            let seq = self.link.peek_next_seq().unwrap_or(0);
-            let record = CommandRecord {
-                id: cmd.id.clone(),
-                command: cmd.def.name.clone(),
-                phase: CommandPhase::Written,
-                at_ms: cmd.accepted_ms,
-            };
-            let ops = vec![
-                Op::PutCommand {
-                    machine: self.machine.clone(),
-                    record,
-                },
-                self.state_op_with(None, seq),
-            ];
-            self.current = Some(InProgress {
-                cmd,
-                token,
-                phase: Phase::Recording,
-            });
-            self.schedule(ops, Purpose::Stage { token });
+            if matches!(cmd.job, Job::Batch(_)) {
+                self.start_batch(cmd);
+                continue;
+            }
+            self.stage_command(cmd);
+        }
+    }
+
+    /// Records `cmd` as written (a step: its batch's progress, in flight)
+    /// and hands it to the link once that is durable.
+    pub(super) fn stage_command(&mut self, cmd: QueuedCommand) {
+        let token = self.take_token();
+        let seq = self.link.peek_next_seq().unwrap_or(0);
+        let record = self.record_of(&cmd, CommandPhase::Written);
+        let ops = vec![
+            Op::PutCommand {
+                machine: self.machine.clone(),
+                record,
+            },
+            self.state_op_with(None, seq),
+        ];
+        self.current = Some(InProgress {
+            cmd,
+            token,
+            phase: Phase::Recording,
+        });
+        self.schedule(ops, Purpose::Stage { token });
+    }
+
+    /// The record of `cmd` in `phase`; for a batch step the batch's record
+    /// with the step in flight while `Written`.
+    fn record_of(&self, cmd: &QueuedCommand, phase: CommandPhase) -> CommandRecord {
+        let step = match cmd.job {
+            Job::Step(index) => Some((index, phase == CommandPhase::Written)),
+            // Not a step: the batch's record stays as it is.
+            Job::Tune => self.batch.as_ref().map(|b| (b.job.progress.next, false)),
+            _ => None,
+        };
+        if let Some(record) = step.and_then(|(index, in_flight)| self.step_record(index, in_flight))
+        {
+            return record;
+        }
+        CommandRecord {
+            id: cmd.id.clone(),
+            command: cmd.def.name.clone(),
+            phase,
+            at_ms: cmd.accepted_ms,
+            progress: None,
         }
     }
 
@@ -176,6 +212,11 @@ impl Device {
         }
         let result = CommandResult::new(Some(&done.cmd.id), Status::Ok)
             .with_response(decoded.fields.clone());
+        match done.cmd.job {
+            Job::Step(index) => return self.step_done(index, result),
+            Job::Tune => return Vec::new(),
+            _ => {}
+        }
         self.result_ops(
             &done.cmd.id,
             &done.cmd.def.name,
@@ -193,12 +234,7 @@ impl Device {
             .filter(|c| matches!(c.phase, Phase::Recording | Phase::Staged))?;
         Some(Op::PutCommand {
             machine: self.machine.clone(),
-            record: CommandRecord {
-                id: current.cmd.id.clone(),
-                command: current.cmd.def.name.clone(),
-                phase: CommandPhase::Queued,
-                at_ms: current.cmd.accepted_ms,
-            },
+            record: self.record_of(&current.cmd, CommandPhase::Queued),
         })
     }
 
@@ -232,6 +268,7 @@ impl Device {
             .is_some_and(|since| now.saturating_duration_since(since) >= OFFLINE_WAIT);
         if down_long {
             self.fail_current_offline();
+            self.batch_offline();
         }
         let offline = |cmd: &QueuedCommand| {
             down_long && now.saturating_duration_since(cmd.accepted) >= OFFLINE_WAIT
@@ -279,14 +316,30 @@ impl Device {
     /// Publishes the result and records the outcome for `duplicate`.
     pub(super) fn finish(&mut self, cmd: QueuedCommand, mut result: CommandResult) {
         result.id = Some(cmd.id.clone());
+        match cmd.job {
+            Job::Step(index) => {
+                let ops = self.step_done(index, result);
+                return self.schedule(ops, Purpose::Done);
+            }
+            Job::Tune => return self.tune_done(result),
+            _ => {}
+        }
+        let removal = self.queued_batch_end(&cmd, &mut result);
         if result.status != Status::Ok {
             info!(machine = %self.machine, id = %cmd.id, command = %cmd.def.name, status = result.status.as_str(), error = ?result.error, "command result");
         }
-        let ops = self.result_ops(&cmd.id, &cmd.def.name, cmd.accepted_ms, &result);
+        let mut ops = self.result_ops(&cmd.id, &cmd.def.name, cmd.accepted_ms, &result);
+        ops.extend(removal);
         self.schedule(ops, Purpose::Done);
     }
 
-    fn result_ops(&self, id: &str, command: &str, at_ms: i64, result: &CommandResult) -> Vec<Op> {
+    pub(super) fn result_ops(
+        &self,
+        id: &str,
+        command: &str,
+        at_ms: i64,
+        result: &CommandResult,
+    ) -> Vec<Op> {
         let (publish, json) = result.publication(&self.ctx.config, &self.machine, command);
         vec![
             publish,
@@ -297,6 +350,7 @@ impl Device {
                     command: command.to_owned(),
                     phase: CommandPhase::Done { result: json },
                     at_ms,
+                    progress: None,
                 },
             },
         ]

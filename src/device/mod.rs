@@ -10,6 +10,9 @@
 //! store (local disk) and a notification, so a slow or absent broker never
 //! delays the answer to a POLL.
 
+mod batch;
+mod batch_poll;
+mod batch_resume;
 mod commands;
 mod messages;
 mod port;
@@ -45,6 +48,43 @@ pub struct QueuedCommand {
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
     pub accepted: Instant,
     pub accepted_ms: i64,
+    /// What the device does with it.
+    pub job: Job,
+}
+
+/// A profile command, or one of the gateway's own (`batch`, `cancel`).
+#[derive(Debug, Clone, Default)]
+pub enum Job {
+    #[default]
+    Single,
+    /// A batch; `def` is [`gateway_command`]`("batch")`.
+    Batch(Box<BatchJob>),
+    /// Cancels the batch with this id (handled as soon as it arrives).
+    Cancel(String),
+    /// Step `index` of the running batch, sent like a single command.
+    Step(usize),
+    /// The poll interval change around a running batch (not a step).
+    Tune,
+}
+
+/// A batch's steps and where it stands.
+#[derive(Debug, Clone)]
+pub struct BatchJob {
+    pub steps: Vec<crate::command::batch::Step>,
+    pub progress: crate::store::BatchProgress,
+    /// Stored once at acceptance (see `Op::PutBatch`).
+    pub steps_json: String,
+}
+
+/// The definition under which a gateway command's results are published.
+pub fn gateway_command(name: &str) -> Command {
+    Command {
+        name: name.to_owned(),
+        code: crate::codec::FrameCode::Num(0),
+        completion: crate::profile::Completion::Ack,
+        idempotent: false,
+        layout: Default::default(),
+    }
 }
 
 /// Everything a device task needs, handed over at spawn.

@@ -52,6 +52,8 @@ pub(super) struct Device {
     /// Accepted commands taken from the router, oldest first.
     pub queue: VecDeque<QueuedCommand>,
     pub current: Option<InProgress>,
+    /// The batch whose steps are running (`batch.rs`).
+    pub batch: Option<super::batch::Running>,
     pub next_token: u64,
     /// Since when the link is down (for the `offline` command results).
     pub down_since: Option<Instant>,
@@ -165,6 +167,7 @@ impl Device {
             next_seq: state.next_seq.max(1),
             queue: VecDeque::new(),
             current: None,
+            batch: None,
             next_token: 1,
             down_since: Some(Instant::now()),
             started: Instant::now(),
@@ -201,7 +204,7 @@ impl Device {
                 },
                 done = poll_write(&mut self.writing) => self.on_committed(done.0, done.1, &mut port).await,
                 Some(cmd) = self.ctx.commands.recv() => {
-                    self.queue.push_back(cmd);
+                    self.enqueue(cmd);
                     self.advance_queue();
                     self.write_unprompted(&mut port).await
                 }
@@ -235,7 +238,7 @@ impl Device {
                     let (purposes, result) = done;
                     self.after_commit_offline(purposes, result);
                 }
-                Some(cmd) = self.ctx.commands.recv() => self.queue.push_back(cmd),
+                Some(cmd) = self.ctx.commands.recv() => self.enqueue(cmd),
                 _ = ticker.tick() => {
                     self.ctx.heartbeat.beat();
                     self.settle_startup(Instant::now());
@@ -504,7 +507,10 @@ impl Device {
                     self.ctx.health.retransmission();
                 }
                 self.written(token);
-                self.write_frame(&frame, port).await
+                self.write_frame(&frame, port).await?;
+                #[cfg(debug_assertions)]
+                self.failpoint_abort_after_write();
+                Ok(())
             }
         }
     }
@@ -638,6 +644,16 @@ impl Device {
         token
     }
 
+    /// A command from the router: queued, except `cancel`, which acts now.
+    fn enqueue(&mut self, cmd: QueuedCommand) {
+        if let super::Job::Cancel(target) = &cmd.job {
+            let target = target.clone();
+            self.ctx.queued.fetch_sub(1, Ordering::SeqCst);
+            return self.cancel(cmd, &target);
+        }
+        self.queue.push_back(cmd);
+    }
+
     pub(super) fn dequeue(&mut self) -> Option<QueuedCommand> {
         let cmd = self.queue.pop_front()?;
         self.ctx.queued.fetch_sub(1, Ordering::SeqCst);
@@ -654,6 +670,21 @@ async fn failpoint_stall(machine: &str, started: Instant) {
     if target.as_deref() == Some(machine) && started.elapsed() > Duration::from_secs(2) {
         tracing::warn!(machine, "failpoint: device task stalls");
         std::future::pending::<()>().await;
+    }
+}
+
+impl Device {
+    /// Test builds only: `VENDGATE_FAILPOINT_ABORT_AFTER_WRITE=<command>`
+    /// aborts the process right after that command's frame is written,
+    /// before its ACK can be recorded: a crash with a command in flight.
+    #[cfg(debug_assertions)]
+    fn failpoint_abort_after_write(&self) {
+        let target = std::env::var("VENDGATE_FAILPOINT_ABORT_AFTER_WRITE").ok();
+        let name = self.current.as_ref().map(|c| c.cmd.def.name.as_str());
+        if target.is_some() && target.as_deref() == name {
+            tracing::warn!(machine = %self.machine, command = ?name, "failpoint: abort after write");
+            std::process::abort();
+        }
     }
 }
 

@@ -218,6 +218,15 @@ fn compile_profile(def: &schema::ProfileDef, path: &Path) -> Sem<Profile> {
                 "a command name is 1-64 characters of A-Z, a-z, 0-9, _ and -",
             );
         }
+        if crate::command::batch::GATEWAY_COMMANDS.contains(&cmd.name.as_str()) {
+            return sem(
+                &at(&p, ["name".into()]),
+                format!(
+                    "command name {} is reserved: the gateway handles cmd/{} itself",
+                    cmd.name, cmd.name
+                ),
+            );
+        }
         if commands.iter().any(|o| o.name == cmd.name) {
             return sem(
                 &at(&p, ["name".into()]),

@@ -127,6 +127,17 @@ fn broken_profiles_point_at_the_line() {
 }
 
 #[test]
+fn gateway_command_names_are_reserved() {
+    for name in ["batch", "cancel"] {
+        let err = broken("  - name: check", &format!("  - name: {name}"));
+        assert!(
+            err.starts_with("p.yaml:16:11: command name") && err.contains("reserved"),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn loading_never_panics_on_odd_input() {
     for text in [
         "",

@@ -71,6 +71,17 @@ pub enum Op {
         machine: String,
         record: CommandRecord,
     },
+    /// A batch's validated steps (JSON array), stored once at acceptance.
+    PutBatch {
+        machine: String,
+        id: String,
+        steps_json: String,
+    },
+    /// Drops a finished batch's steps.
+    RemoveBatch {
+        machine: String,
+        id: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +157,23 @@ pub struct CommandRecord {
     pub phase: CommandPhase,
     /// Unix ms when accepted; orders `open_commands` and drives the id TTL.
     pub at_ms: i64,
+    /// A batch's progress, written with each step's Written/done record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<BatchProgress>,
+}
+
+/// Where a batch stands, durably: the next step not yet acknowledged, and
+/// whether that step may be on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchProgress {
+    pub next: usize,
+    pub in_flight: bool,
+    /// `true`: `on_error: continue`.
+    pub continue_on_error: bool,
+    /// Failed steps so far: (index, cmd, error).
+    pub failures: Vec<(usize, String, String)>,
+    /// The batch's `expires_at` (Unix ms), checked before each step.
+    pub expires_at_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,6 +425,15 @@ impl Store {
         Ok(out)
     }
 
+    /// The steps JSON a batch was accepted with, while it is not finished.
+    pub fn batch(&self, machine: &str, id: &str) -> Result<Option<String>, StoreError> {
+        let path = &self.inner.path;
+        let txn = self.inner.db.begin_read().at(path)?;
+        let table = txn.open_table(BATCHES).at(path)?;
+        let guard = table.get((machine, id)).at(path)?;
+        Ok(guard.map(|g| g.value().to_owned()))
+    }
+
     pub fn stats(&self) -> StoreStats {
         let c = &self.inner.counters;
         StoreStats {
@@ -470,6 +507,7 @@ fn prepare_tables(db: &Database, path: &Path) -> Result<Counters, StoreError> {
     txn.open_table(OPEN_BY_AGE).at(path)?;
     txn.open_table(DONE_BY_AGE).at(path)?;
     txn.open_table(DONE_COUNT).at(path)?;
+    txn.open_table(BATCHES).at(path)?;
     txn.commit().at(path)?;
     Ok(counters)
 }

@@ -44,6 +44,9 @@ pub(crate) const DONE_BY_AGE: TableDefinition<(&str, i64, &str), ()> =
 pub(crate) const DONE_COUNT: TableDefinition<&str, u64> =
     TableDefinition::new("commands_done_count");
 
+/// (machine, batch id) -> the JSON array of a running batch's steps.
+pub(crate) const BATCHES: TableDefinition<(&str, &str), &str> = TableDefinition::new("batches");
+
 /// Version bytes of the outbox encoding, so the layout can change without
 /// misreading old files. V1 (no class byte) is still read: its items are events,
 /// the only thing stored in the outbox back then besides results, and treating a

@@ -27,6 +27,7 @@ fn cmd(id: &str, phase: CommandPhase, at_ms: i64) -> CommandRecord {
         command: "drive".into(),
         phase,
         at_ms,
+        progress: None,
     }
 }
 
@@ -775,4 +776,34 @@ async fn database_from_before_the_cap_is_indexed_on_open() {
     let index = index.open_table(tables::CLASS_INDEX).unwrap();
     use redb::ReadableTableMetadata;
     assert_eq!(index.len().unwrap(), 2);
+}
+
+#[tokio::test]
+async fn batch_steps_are_stored_until_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+    let put = Op::PutBatch {
+        machine: "m".into(),
+        id: "b1".into(),
+        steps_json: "[{\"cmd\":\"buy\"}]".into(),
+    };
+    store.write(vec![put]).await.unwrap();
+    assert_eq!(
+        store.batch("m", "b1").unwrap().as_deref(),
+        Some("[{\"cmd\":\"buy\"}]")
+    );
+    assert_eq!(store.batch("m", "b2").unwrap(), None);
+    let remove = Op::RemoveBatch {
+        machine: "m".into(),
+        id: "b1".into(),
+    };
+    store.write(vec![remove]).await.unwrap();
+    assert_eq!(store.batch("m", "b1").unwrap(), None);
+}
+
+#[test]
+fn records_without_progress_still_decode() {
+    let old = r#"{"id":"a","command":"drive","phase":"Queued","at_ms":5}"#;
+    let record: CommandRecord = serde_json::from_str(old).unwrap();
+    assert_eq!(record.progress, None);
 }

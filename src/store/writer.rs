@@ -230,6 +230,7 @@ fn apply(
     let mut index = txn.open_table(CLASS_INDEX).at(path)?;
     let mut machines = txn.open_table(MACHINES).at(path)?;
     let mut cmds = CommandTables::open(txn, path)?;
+    let mut batches = txn.open_table(BATCHES).at(path)?;
 
     let mut next_id = meta
         .get(NEXT_OUTBOX_ID)
@@ -287,6 +288,18 @@ fn apply(
                         Op::PutCommand { machine, record } => {
                             cmds.put(machine, record)?;
                             touched.insert(machine);
+                        }
+                        Op::PutBatch {
+                            machine,
+                            id,
+                            steps_json,
+                        } => {
+                            batches
+                                .insert((machine.as_str(), id.as_str()), steps_json.as_str())
+                                .at(path)?;
+                        }
+                        Op::RemoveBatch { machine, id } => {
+                            batches.remove((machine.as_str(), id.as_str())).at(path)?;
                         }
                     }
                 }
