@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::batch_poll::BATCH_POLL_MS;
-use super::task::{Device, Purpose};
+use super::task::Device;
+use super::writes::Purpose;
 use super::{BatchJob, Job, QueuedCommand};
 use crate::command::batch::BATCH;
 use crate::command::{CommandResult, Status};

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
 use super::messages::Decoded;
-use super::task::{Device, Purpose};
+use super::task::Device;
+use super::writes::Purpose;
 use super::{Job, QueuedCommand};
 use crate::command::{CommandResult, Status};
 use crate::profile::{Completion, LinkMode};

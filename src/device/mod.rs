@@ -1,10 +1,16 @@
 //! One task per machine: owns its serial port and its link state.
 //!
-//! - `port.rs` opens the port with the profile's settings;
+//! - `port.rs` opens the port with the profile's settings (`usb.rs` finds an
+//!   adapter by USB identity);
 //! - `task.rs` is the loop: reopen with backoff, read frames, answer POLLs at
 //!   once, persist what the machine says before ACKing it, run commands;
+//! - `writes.rs` makes things durable one commit at a time and acts on each
+//!   commit (ACK the frame, hand the command to the link);
+//! - `status.rs` reports availability (first status, debounce);
 //! - `messages.rs` turns a decoded data frame into what gets published;
-//! - `commands.rs` follows the command in progress to its result.
+//! - `commands.rs` follows the command in progress to its result;
+//! - `batch*.rs` run a batch's steps through the same path, resume it after a
+//!   restart, and lower the poll interval while it runs.
 //!
 //! Nothing here awaits the MQTT side: publishing goes through the durable
 //! store (local disk) and a notification, so a slow or absent broker never
@@ -16,8 +22,10 @@ mod batch_resume;
 mod commands;
 mod messages;
 mod port;
+mod status;
 mod task;
 pub mod usb;
+mod writes;
 
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;

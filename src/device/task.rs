@@ -1,9 +1,7 @@
 //! The device task's loop: the port's life cycle and every frame.
 
 use std::collections::{HashSet, VecDeque};
-use std::future::Future;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -16,32 +14,19 @@ use tracing::{debug, error, info, warn};
 
 use super::commands::InProgress;
 use super::messages::{self, code_key, parse_code_key};
+use super::writes::{poll_write, Purpose, WriteFuture};
 use super::{open_port, DeviceContext, QueuedCommand};
 use crate::codec::{Frame, FrameCode, FrameCodec};
 use crate::link::{Change, Link, PollAnswer, Received};
 use crate::mqtt::{Availability, Backoff, OfflineReason};
 use crate::profile::{LinkMode, MessageKind};
-use crate::store::{MachineState, Op, StoreError};
+use crate::store::{MachineState, Op};
 
 /// Why the device stopped serving an open port.
 enum Stop {
     Shutdown,
     PortLost(String),
 }
-
-/// What a durable write was for; acted upon once it is committed.
-#[derive(Debug)]
-pub(super) enum Purpose {
-    /// A data frame's publications: ACK it now.
-    Accept { code: FrameCode, seq: Option<u8> },
-    /// A command recorded as (about to be) written: hand it to the link.
-    Stage { token: u64 },
-    /// A result (or nothing to do after the commit).
-    Done,
-}
-
-type WriteFuture =
-    Pin<Box<dyn Future<Output = (Vec<Purpose>, Result<Vec<u64>, StoreError>)> + Send>>;
 
 pub(super) struct Device {
     pub ctx: DeviceContext,
@@ -57,20 +42,20 @@ pub(super) struct Device {
     pub next_token: u64,
     /// Since when the link is down (for the `offline` command results).
     pub down_since: Option<Instant>,
-    started: Instant,
+    pub(super) started: Instant,
     /// An offline state waiting out its debounce, and when it is due.
-    pending_offline: Option<(Availability, Instant)>,
+    pub(super) pending_offline: Option<(Availability, Instant)>,
     /// Data frames whose publications are being made durable: the board
     /// retransmits them while it waits for our ACK; they are not new.
-    persisting: HashSet<(FrameCode, Option<u8>)>,
+    pub(super) persisting: HashSet<(FrameCode, Option<u8>)>,
     /// The last frame from the device, to know whether it still waits for
     /// our answer when a durable write completes.
-    last_rx: Option<(FrameCode, Option<u8>)>,
+    pub(super) last_rx: Option<(FrameCode, Option<u8>)>,
     /// One durable write at a time, so the machine state is committed in the
     /// order it changed; what comes meanwhile is merged into the next one.
-    writing: Option<WriteFuture>,
-    pending_ops: Vec<Op>,
-    pending_purposes: Vec<Purpose>,
+    pub(super) writing: Option<WriteFuture>,
+    pub(super) pending_ops: Vec<Op>,
+    pub(super) pending_purposes: Vec<Purpose>,
     out: BytesMut,
 }
 
@@ -361,135 +346,6 @@ impl Device {
         Ok(())
     }
 
-    /// The machine state to persist; `last_device` overrides the link's.
-    pub(super) fn state_op(&self, last_device: Option<(String, Option<u8>)>) -> Op {
-        self.state_op_with(last_device, self.link.host_seq())
-    }
-
-    /// Like `state_op`, with the gateway's sequence number about to be used.
-    pub(super) fn state_op_with(
-        &self,
-        last_device: Option<(String, Option<u8>)>,
-        host_seq: u8,
-    ) -> Op {
-        let last_device_frame = match last_device {
-            Some((key, Some(seq))) => Some((key, seq)),
-            _ => self
-                .link
-                .last_device()
-                .map(|(code, seq)| (code_key(code), *seq)),
-        };
-        Op::SetMachine {
-            machine: self.machine.clone(),
-            state: MachineState {
-                next_seq: self.next_seq,
-                host_seq,
-                last_device_frame,
-            },
-        }
-    }
-
-    pub(super) fn schedule(&mut self, ops: Vec<Op>, purpose: Purpose) {
-        self.pending_ops.extend(ops);
-        self.pending_purposes.push(purpose);
-        self.start_write();
-    }
-
-    fn start_write(&mut self) {
-        if self.writing.is_some() || self.pending_purposes.is_empty() {
-            return;
-        }
-        let ops = std::mem::take(&mut self.pending_ops);
-        let purposes = std::mem::take(&mut self.pending_purposes);
-        let store = self.ctx.store.clone();
-        self.writing = Some(Box::pin(async move {
-            let result = store.write(ops).await;
-            (purposes, result)
-        }));
-    }
-
-    async fn on_committed(
-        &mut self,
-        purposes: Vec<Purpose>,
-        result: Result<Vec<u64>, StoreError>,
-        port: &mut SerialStream,
-    ) -> std::io::Result<()> {
-        self.writing = None;
-        let ok = match &result {
-            Ok(_) => {
-                self.ctx.outbox_ready.notify_one();
-                true
-            }
-            Err(e) => {
-                error!(machine = %self.machine, error = %e, "durable write failed");
-                false
-            }
-        };
-        for purpose in purposes {
-            match purpose {
-                Purpose::Accept { code, seq } => {
-                    self.persisting.remove(&(code.clone(), seq));
-                    if !ok {
-                        // Not ACKed: the board retransmits and we try again.
-                        continue;
-                    }
-                    let waiting = self.last_rx.as_ref() == Some(&(code.clone(), seq));
-                    let ack = self.link.accept(code, seq);
-                    // Only answer a frame the board still waits on; it sends
-                    // nothing new until then, so anything else means it gave up.
-                    if let (true, Some(ack)) = (waiting, ack) {
-                        self.write_frame(&ack, port).await?;
-                        self.last_rx = None;
-                    }
-                }
-                Purpose::Stage { token } => self.staged(token, ok),
-                Purpose::Done => {}
-            }
-        }
-        self.start_write();
-        self.advance_queue();
-        self.write_unprompted(port).await
-    }
-
-    /// A commit that completed while the port is closed.
-    fn after_commit_offline(
-        &mut self,
-        purposes: Vec<Purpose>,
-        result: Result<Vec<u64>, StoreError>,
-    ) {
-        self.writing = None;
-        let ok = result.is_ok();
-        if ok {
-            self.ctx.outbox_ready.notify_one();
-        }
-        for purpose in purposes {
-            match purpose {
-                Purpose::Accept { code, seq } => {
-                    self.persisting.remove(&(code.clone(), seq));
-                    if ok {
-                        self.link.accept(code, seq);
-                    }
-                }
-                Purpose::Stage { token } => self.staged(token, ok),
-                Purpose::Done => {}
-            }
-        }
-        self.start_write();
-    }
-
-    /// Clean shutdown: pending durable writes complete, and a command that
-    /// was staged but never reached the wire goes back to `Queued`, so the
-    /// next start reports it "not sent" rather than "outcome unknown".
-    async fn drain_writes(mut self) {
-        if let Some(op) = self.unsent_current_record() {
-            self.schedule(vec![op], Purpose::Done);
-        }
-        while self.writing.is_some() {
-            let (purposes, result) = poll_write(&mut self.writing).await;
-            self.after_commit_offline(purposes, result);
-        }
-    }
-
     async fn write_answer(
         &mut self,
         answer: PollAnswer,
@@ -517,7 +373,10 @@ impl Device {
 
     /// Modes where the gateway speaks first write a staged command at once
     /// (and again after `retry_after` while it is not acknowledged).
-    async fn write_unprompted(&mut self, port: &mut SerialStream) -> std::io::Result<()> {
+    pub(super) async fn write_unprompted(
+        &mut self,
+        port: &mut SerialStream,
+    ) -> std::io::Result<()> {
         if self.link.mode() == LinkMode::DevicePolls {
             return Ok(());
         }
@@ -568,76 +427,6 @@ impl Device {
         self.write_unprompted(port).await
     }
 
-    /// A port that opened but stays silent never produces a link-down
-    /// transition: after one link-down period from the start, the machine
-    /// is reported `offline` so its status is known.
-    fn settle_startup(&mut self, now: Instant) {
-        self.settle_debounce(now);
-        let starting = matches!(
-            &*self.ctx.availability.borrow(),
-            Availability::Offline {
-                reason: OfflineReason::Starting,
-                ..
-            }
-        );
-        if starting && now.saturating_duration_since(self.started) >= self.link.down_after() {
-            self.set_availability(Availability::offline(OfflineReason::LinkLost));
-        }
-    }
-
-    fn port_lost(&mut self) {
-        if self.link.port_lost() == Some(Change::Down) || self.down_since.is_none() {
-            self.down_since = Some(Instant::now());
-        }
-        self.set_availability(Availability::offline(OfflineReason::PortMissing));
-    }
-
-    /// Reports a change of availability. Going offline from online waits
-    /// `status_payloads.debounce` (a single missed POLL must not flap the
-    /// status); coming back within it publishes nothing at all.
-    pub(super) fn set_availability(&mut self, availability: Availability) {
-        let debounce = self.ctx.config.status_payloads.debounce;
-        let was_online = matches!(&*self.ctx.availability.borrow(), Availability::Online);
-        match &availability {
-            Availability::Offline { .. } if was_online && !debounce.is_zero() => {
-                self.pending_offline
-                    .get_or_insert_with(|| (availability.clone(), Instant::now() + debounce));
-                return;
-            }
-            _ => self.pending_offline = None,
-        }
-        self.publish_availability(availability);
-    }
-
-    /// Publishes an offline state whose debounce ran out.
-    fn settle_debounce(&mut self, now: Instant) {
-        if let Some((availability, due)) = self.pending_offline.take() {
-            if now >= due {
-                self.publish_availability(availability);
-            } else {
-                self.pending_offline = Some((availability, due));
-            }
-        }
-    }
-
-    fn publish_availability(&self, availability: Availability) {
-        // Only real changes: re-sending the same state would re-publish it.
-        self.ctx.availability.send_if_modified(|current| {
-            let same = matches!(
-                (&*current, &availability),
-                (Availability::Online, Availability::Online)
-            ) || matches!(
-                (&*current, &availability),
-                (Availability::Offline { reason: a, .. }, Availability::Offline { reason: b, .. }) if a == b
-            );
-            if !same {
-                *current = availability.clone();
-                self.ctx.health.link_changed(&availability);
-            }
-            !same
-        });
-    }
-
     pub(super) fn take_token(&mut self) -> u64 {
         let token = self.next_token;
         self.next_token += 1;
@@ -685,15 +474,6 @@ impl Device {
             tracing::warn!(machine = %self.machine, command = ?name, "failpoint: abort after write");
             std::process::abort();
         }
-    }
-}
-
-async fn poll_write(
-    writing: &mut Option<WriteFuture>,
-) -> (Vec<Purpose>, Result<Vec<u64>, StoreError>) {
-    match writing {
-        Some(future) => future.await,
-        None => std::future::pending().await,
     }
 }
 
