@@ -44,6 +44,21 @@ fn commands<'a>(events: &'a [BoardEvent], wanted: &'a str) -> usize {
 }
 
 /// The final (not `running`) result of batch `id`.
+/// Board events until `n` set_price steps reached the board.
+async fn steps_seen(r: &mut Rig, n: usize) -> Vec<BoardEvent> {
+    let mut seen = Vec::new();
+    while prices(&seen).len() < n {
+        let e = r
+            .board
+            .expect(SECS(10), "a step", |e| {
+                matches!(e, BoardEvent::Command { .. })
+            })
+            .await;
+        seen.push(e);
+    }
+    seen
+}
+
 async fn final_result(r: &mut Rig, id: &str, within: Duration) -> Value {
     let topic = format!("{BATCH}/result");
     let id = id.to_owned();
@@ -170,16 +185,7 @@ async fn a_batch_survives_sigkill_and_no_step_but_the_one_in_flight_repeats() {
         .publish(BATCH, batch("k", price_steps(n)), false)
         .await;
     // Kill after some steps reached the board.
-    let mut seen = Vec::new();
-    while prices(&seen).len() < 10 {
-        let e = r
-            .board
-            .expect(SECS(10), "a step", |e| {
-                matches!(e, BoardEvent::Command { .. })
-            })
-            .await;
-        seen.push(e);
-    }
+    let mut seen = steps_seen(&mut r, 10).await;
     r.gateway.kill9();
     r.gateway.spawn();
     let result = final_result(&mut r, "k", SECS(60)).await;
@@ -251,16 +257,7 @@ async fn cancel_stops_a_running_batch_after_its_current_step() {
     r.client
         .publish(BATCH, batch("c", price_steps(50)), false)
         .await;
-    let mut seen = Vec::new();
-    while prices(&seen).len() < 3 {
-        let e = r
-            .board
-            .expect(SECS(10), "a step", |e| {
-                matches!(e, BoardEvent::Command { .. })
-            })
-            .await;
-        seen.push(e);
-    }
+    let mut seen = steps_seen(&mut r, 3).await;
     r.client
         .publish(
             "vending/vm-001/cmd/cancel",
@@ -366,16 +363,7 @@ async fn a_batch_whose_machine_goes_silent_ends_offline() {
     r.client
         .publish(BATCH, batch("o", price_steps(100)), false)
         .await;
-    let mut seen = Vec::new();
-    while prices(&seen).len() < 3 {
-        let e = r
-            .board
-            .expect(SECS(10), "a step", |e| {
-                matches!(e, BoardEvent::Command { .. })
-            })
-            .await;
-        seen.push(e);
-    }
+    let mut seen = steps_seen(&mut r, 3).await;
     r.board.polling(false).await;
     let result = final_result(&mut r, "o", SECS(20)).await;
     assert_eq!(result["status"], "offline", "{result}");
@@ -426,16 +414,7 @@ async fn a_batch_resumes_after_a_clean_restart() {
     r.client
         .publish(BATCH, batch("s", price_steps(n)), false)
         .await;
-    let mut seen = Vec::new();
-    while prices(&seen).len() < 8 {
-        let e = r
-            .board
-            .expect(SECS(10), "a step", |e| {
-                matches!(e, BoardEvent::Command { .. })
-            })
-            .await;
-        seen.push(e);
-    }
+    let mut seen = steps_seen(&mut r, 8).await;
     assert_eq!(r.gateway.terminate().and_then(|s| s.code()), Some(0));
     r.gateway.spawn();
     let result = final_result(&mut r, "s", SECS(30)).await;

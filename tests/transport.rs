@@ -175,6 +175,20 @@ fn ca_file(path: PathBuf) -> String {
 
 /// The gateway comes online over the transport and an event reaches the
 /// plain-listener client.
+/// A test client, a simulated board and the gateway connected to `url`.
+async fn gateway_on(
+    broker: &Broker,
+    url: &str,
+    tls: &[String],
+) -> (Client, TestBoard, Gateway, tempfile::TempDir) {
+    let client = Client::connect(broker.port, "vending/#").await;
+    let board = TestBoard::start(Script::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let gateway = Gateway::start(dir.path(), &config(broker, &store, &board.path, url, tls));
+    (client, board, gateway, dir)
+}
+
 async fn online_and_event(client: &mut Client, board: &TestBoard, gateway: &Gateway) {
     client
         .expect(SECS(15), "vm-001 online", |m| {
@@ -208,19 +222,12 @@ async fn mqtts_with_a_ca_file_comes_online_and_publishes() {
     else {
         return;
     };
-    let mut client = Client::connect(broker.port, "vending/#").await;
-    let board = TestBoard::start(Script::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = Gateway::start(
-        dir.path(),
-        &config(
-            &broker,
-            &dir.path().join("store"),
-            &board.path,
-            &format!("mqtts://localhost:{tls_port}"),
-            &[ca_file(pki.path("ca.pem"))],
-        ),
-    );
+    let (mut client, board, gateway, _dir) = gateway_on(
+        &broker,
+        &format!("mqtts://localhost:{tls_port}"),
+        &[ca_file(pki.path("ca.pem"))],
+    )
+    .await;
     online_and_event(&mut client, &board, &gateway).await;
     // A command comes back over the same TLS session.
     client
@@ -359,19 +366,8 @@ async fn ws_comes_online_and_publishes() {
     else {
         return;
     };
-    let mut client = Client::connect(broker.port, "vending/#").await;
-    let board = TestBoard::start(Script::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = Gateway::start(
-        dir.path(),
-        &config(
-            &broker,
-            &dir.path().join("store"),
-            &board.path,
-            &format!("ws://127.0.0.1:{ws_port}/mqtt"),
-            &[],
-        ),
-    );
+    let (mut client, board, gateway, _dir) =
+        gateway_on(&broker, &format!("ws://127.0.0.1:{ws_port}/mqtt"), &[]).await;
     online_and_event(&mut client, &board, &gateway).await;
 }
 
@@ -383,19 +379,12 @@ async fn wss_with_a_ca_file_comes_online_and_publishes() {
     let Some(broker) = mosquitto_or_skip(Broker::with_listener(wss_port, &options)) else {
         return;
     };
-    let mut client = Client::connect(broker.port, "vending/#").await;
-    let board = TestBoard::start(Script::default());
-    let dir = tempfile::tempdir().expect("tempdir");
-    let gateway = Gateway::start(
-        dir.path(),
-        &config(
-            &broker,
-            &dir.path().join("store"),
-            &board.path,
-            &format!("wss://localhost:{wss_port}/mqtt"),
-            &[ca_file(pki.path("ca.pem"))],
-        ),
-    );
+    let (mut client, board, gateway, _dir) = gateway_on(
+        &broker,
+        &format!("wss://localhost:{wss_port}/mqtt"),
+        &[ca_file(pki.path("ca.pem"))],
+    )
+    .await;
     online_and_event(&mut client, &board, &gateway).await;
 }
 
