@@ -161,12 +161,7 @@ pub(super) fn parse_at(f: &BinaryFraming, max: usize, raw: &[u8]) -> Parse {
         let lay = layout(f, 0);
         let (off, size) = lay.get(&Part::Length).copied().unwrap_or((0, 0));
         let value = get_uint(&logical[off..off + size], len.order) as i64;
-        let fixed: usize = len
-            .covers
-            .iter()
-            .filter(|p| **p != Part::Payload)
-            .map(|p| f.part_size(*p))
-            .sum();
+        let fixed = f.length_fixed_bytes(len);
         let payload_len = value - len.adjust - fixed as i64;
         let total = logical.len() as i64
             + payload_len
@@ -266,12 +261,7 @@ pub(super) fn encode(
             Part::Code => put_uint(&mut logical, u64::from(*code), f.code_size, ByteOrder::Big),
             Part::Length => {
                 let Some(len) = &f.length else { continue };
-                let fixed: usize = len
-                    .covers
-                    .iter()
-                    .filter(|p| **p != Part::Payload)
-                    .map(|p| f.part_size(*p))
-                    .sum();
+                let fixed = f.length_fixed_bytes(len);
                 let value = (fixed + frame.payload.len()) as i64 + len.adjust;
                 if value < 0 || (len.size < 8 && value >= 1i64 << (8 * len.size)) {
                     return Err(invalid(format!(

@@ -105,6 +105,16 @@ impl BinaryFraming {
         parts
     }
 
+    /// Bytes the length value counts besides the payload (the fixed parts
+    /// it covers), shared by decoding and encoding.
+    pub fn length_fixed_bytes(&self, len: &LengthField) -> usize {
+        len.covers
+            .iter()
+            .filter(|p| **p != Part::Payload)
+            .map(|p| self.part_size(*p))
+            .sum()
+    }
+
     pub fn part_size(&self, part: Part) -> usize {
         match part {
             Part::Sync => self.sync.len(),

@@ -125,3 +125,22 @@ pub enum Invalid {
     #[error("device `{0}` would get the same MQTT client id as the gateway itself")]
     ClientIdClash(String),
 }
+
+impl Invalid {
+    /// `{name}` is not among `allowed` (listed as `{a}, {b}`, or `none`).
+    pub(crate) fn placeholder(name: &str, allowed: &[&str]) -> Invalid {
+        let allowed = if allowed.is_empty() {
+            "none".to_owned()
+        } else {
+            allowed
+                .iter()
+                .map(|a| format!("{{{a}}}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Invalid::Placeholder {
+            name: name.to_owned(),
+            allowed,
+        }
+    }
+}

@@ -145,22 +145,7 @@ fn check_payload(issues: &mut Issues, at: &YamlPath, payload: &str, allowed: &[&
         if word_len > 0 && after[word_len..].starts_with('}') {
             let name = &after[..word_len];
             if !allowed.contains(&name) {
-                let allowed = if allowed.is_empty() {
-                    "none".to_owned()
-                } else {
-                    allowed
-                        .iter()
-                        .map(|a| format!("{{{a}}}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                issues.add(
-                    at,
-                    Invalid::Placeholder {
-                        name: name.to_owned(),
-                        allowed,
-                    },
-                );
+                issues.add(at, Invalid::placeholder(name, allowed));
                 return;
             }
         }

@@ -244,18 +244,7 @@ pub(crate) fn check_template(
         };
         let name = &tail[..close];
         if !allowed.contains(&name) {
-            let allowed = allowed
-                .iter()
-                .map(|a| format!("{{{a}}}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            issues.add(
-                at,
-                Invalid::Placeholder {
-                    name: name.to_owned(),
-                    allowed,
-                },
-            );
+            issues.add(at, Invalid::placeholder(name, allowed));
             return;
         }
         found.push(name);
