@@ -41,7 +41,7 @@ pub fn parse_batch(
 ) -> Result<Batch, CommandResult> {
     let id = envelope.id.as_str();
     let object = &envelope.object;
-    let expires_at = expires_at(id, object, now)?;
+    let expires_at = expires_at(envelope, now)?;
     let continue_on_error = match object.get("on_error") {
         None => false,
         Some(Value::String(s)) if s == "stop" => false,
@@ -156,6 +156,7 @@ mod tests {
         Envelope {
             id: "b".into(),
             object,
+            message_expiry: None,
         }
     }
 

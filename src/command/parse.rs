@@ -14,6 +14,8 @@ use crate::profile::{Command, Profile};
 pub struct Envelope {
     pub id: String,
     pub object: Map<String, Value>,
+    /// MQTT 5 Message Expiry Interval as a deadline; set by the router.
+    pub message_expiry: Option<DateTime<Utc>>,
 }
 
 /// A command ready for the machine.
@@ -75,16 +77,22 @@ pub fn envelope(
             "retained commands are not executed; publish commands without the retain flag",
         ));
     }
-    Ok(Envelope { id, object })
+    Ok(Envelope {
+        id,
+        object,
+        message_expiry: None,
+    })
 }
 
-/// The optional `expires_at`; `expired` when it has passed.
+/// When the command expires: the earlier of its optional `expires_at` and
+/// its MQTT 5 Message Expiry Interval, which are honoured alike; `expired`
+/// when that has passed.
 pub fn expires_at(
-    id: &str,
-    object: &Map<String, Value>,
+    envelope: &Envelope,
     now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, CommandResult> {
-    let expires_at = match object.get("expires_at") {
+    let id = envelope.id.as_str();
+    let expires_at = match envelope.object.get("expires_at") {
         None => None,
         Some(Value::String(text)) => match DateTime::parse_from_rfc3339(text) {
             Ok(at) => Some(at.with_timezone(&Utc)),
@@ -104,7 +112,17 @@ pub fn expires_at(
             "expires_at has passed; the command was not executed",
         ));
     }
-    Ok(expires_at)
+    if envelope.message_expiry.is_some_and(|at| at <= now) {
+        return Err(CommandResult::error(
+            Some(id),
+            Status::Expired,
+            "the MQTT message expiry interval passed before the gateway took the command up; it was not executed",
+        ));
+    }
+    Ok(match (expires_at, envelope.message_expiry) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    })
 }
 
 /// `expires_at`, the command name and its arguments (validated and encoded
@@ -115,8 +133,8 @@ pub fn body(
     envelope: Envelope,
     now: DateTime<Utc>,
 ) -> Result<Parsed, CommandResult> {
-    let Envelope { id, mut object } = envelope;
-    let expires_at = expires_at(&id, &object, now)?;
+    let expires_at = expires_at(&envelope, now)?;
+    let Envelope { id, mut object, .. } = envelope;
     let Some(def) = profile.command(command) else {
         let known: Vec<&str> = profile.commands().iter().map(|c| c.name.as_str()).collect();
         return Err(rejected(
@@ -139,4 +157,51 @@ pub fn body(
         expires_at,
         job: crate::device::Job::Single,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use serde_json::json;
+
+    use super::*;
+
+    fn with_expiry(payload: Value, message_expiry: Option<DateTime<Utc>>) -> Envelope {
+        let bytes = payload.to_string().into_bytes();
+        let envelope = envelope(&bytes, false, 1024).expect("a valid envelope");
+        Envelope {
+            message_expiry,
+            ..envelope
+        }
+    }
+
+    #[test]
+    fn the_earlier_of_expires_at_and_the_message_expiry_counts() {
+        let now = Utc::now();
+        let at = now + Duration::seconds(60);
+        let text = at.to_rfc3339();
+        let soon = now + Duration::seconds(5);
+        let e = with_expiry(json!({"id": "a", "expires_at": text}), Some(soon));
+        assert_eq!(expires_at(&e, now).unwrap(), Some(soon));
+        let later = now + Duration::seconds(600);
+        let e = with_expiry(json!({"id": "a", "expires_at": text}), Some(later));
+        let got = expires_at(&e, now).unwrap().unwrap();
+        assert_eq!(got.timestamp(), at.timestamp());
+        let e = with_expiry(json!({"id": "a"}), Some(soon));
+        assert_eq!(expires_at(&e, now).unwrap(), Some(soon));
+        let e = with_expiry(json!({"id": "a"}), None);
+        assert_eq!(expires_at(&e, now).unwrap(), None);
+    }
+
+    #[test]
+    fn a_passed_message_expiry_is_expired_like_expires_at() {
+        let now = Utc::now();
+        let e = with_expiry(json!({"id": "a"}), Some(now - Duration::seconds(1)));
+        let result = expires_at(&e, now).unwrap_err();
+        assert_eq!(result.status, Status::Expired);
+        assert!(result
+            .error
+            .unwrap()
+            .contains("MQTT message expiry interval"));
+    }
 }

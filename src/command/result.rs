@@ -3,7 +3,7 @@
 use serde_json::{Map, Value};
 
 use crate::config::{Config, TopicVars, TopicsConfig};
-use crate::store::{ItemClass, Op, OutItem};
+use crate::store::{ItemClass, Op, OutItem, ReplyTo};
 
 /// The `status` of a command result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,9 +87,17 @@ impl CommandResult {
         self
     }
 
-    /// The outbox append that publishes this result (QoS 1, not retained)
-    /// on `machine`'s result topic for `command`; also returns the JSON.
-    pub fn publication(&self, config: &Config, machine: &str, command: &str) -> (Op, String) {
+    /// The outbox appends that publish this result (QoS 1, not retained)
+    /// on `machine`'s result topic for `command` and, for an MQTT 5 command
+    /// with a Response Topic, there too with its Correlation Data; also
+    /// returns the JSON.
+    pub fn publication(
+        &self,
+        config: &Config,
+        machine: &str,
+        command: &str,
+        reply: Option<&ReplyTo>,
+    ) -> (Vec<Op>, String) {
         let json = self.to_json();
         let topic = TopicsConfig::render(
             &config.topics.result,
@@ -101,7 +109,7 @@ impl CommandResult {
                 command,
             },
         );
-        let op = Op::Append {
+        let item = |topic: String, correlation: Option<Vec<u8>>| Op::Append {
             session: machine.to_owned(),
             item: OutItem {
                 topic,
@@ -109,9 +117,14 @@ impl CommandResult {
                 qos: 1,
                 retain: false,
                 class: ItemClass::Result,
+                correlation,
             },
         };
-        (op, json)
+        let mut ops = vec![item(topic, None)];
+        if let Some(reply) = reply {
+            ops.push(item(reply.topic.clone(), reply.correlation.clone()));
+        }
+        (ops, json)
     }
 
     pub fn to_json(&self) -> String {

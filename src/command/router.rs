@@ -18,9 +18,9 @@ use tracing::{debug, error, warn};
 use super::{batch, parse, CommandResult, Status};
 use crate::config::Config;
 use crate::device::{gateway_command, BatchJob, Job, QueuedCommand};
-use crate::mqtt::Publish;
+use crate::mqtt::Inbound;
 use crate::profile::Profile;
-use crate::store::{BatchProgress, CommandPhase, CommandRecord, Op, Store};
+use crate::store::{BatchProgress, CommandPhase, CommandRecord, Op, ReplyTo, Store};
 
 pub struct Router {
     pub machine: String,
@@ -38,19 +38,20 @@ const BATCH: usize = 256;
 /// What one command publish came to.
 enum Verdict {
     Accept(QueuedCommand),
-    Reply(String, CommandResult),
+    /// The result for `command`, and the MQTT 5 reply address to copy it to.
+    Reply(String, CommandResult, Option<ReplyTo>),
     Ignore,
 }
 
 impl Router {
-    pub async fn run(self, mut publishes: mpsc::Receiver<Publish>) {
+    pub async fn run(self, mut publishes: mpsc::Receiver<Inbound>) {
         let mut batch = Vec::with_capacity(BATCH);
         while publishes.recv_many(&mut batch, BATCH).await > 0 {
             self.handle_batch(std::mem::take(&mut batch)).await;
         }
     }
 
-    async fn handle_batch(&self, publishes: Vec<Publish>) {
+    async fn handle_batch(&self, publishes: Vec<Inbound>) {
         let mut ops = Vec::new();
         let mut accepted = Vec::new();
         let mut in_batch = HashSet::new();
@@ -75,11 +76,14 @@ impl Router {
                             phase: CommandPhase::Queued,
                             at_ms: cmd.accepted_ms,
                             progress,
+                            reply: cmd.reply.clone(),
                         },
                     });
                     accepted.push(cmd);
                 }
-                Verdict::Reply(command, result) => ops.push(self.result_op(&command, &result)),
+                Verdict::Reply(command, result, reply) => {
+                    ops.extend(self.result_ops(&command, &result, reply.as_ref()))
+                }
                 Verdict::Ignore => {}
             }
         }
@@ -102,7 +106,7 @@ impl Router {
         }
     }
 
-    fn judge(&self, publish: &Publish, in_batch: &HashSet<String>, accepted_now: usize) -> Verdict {
+    fn judge(&self, publish: &Inbound, in_batch: &HashSet<String>, accepted_now: usize) -> Verdict {
         debug!(machine = %self.machine, topic = %publish.topic, retain = publish.retain, bytes = publish.payload.len(), "command publish");
         let config = &self.config;
         let Some(command) = config.topics.command_of(
@@ -114,17 +118,30 @@ impl Router {
             debug!(topic = %publish.topic, "not a command topic");
             return Verdict::Ignore;
         };
+        // A reply address that is not a topic name cannot be answered; the
+        // command is refused on its result topic alone.
+        let (reply, bad_reply) = match publish.reply.clone().map(checked_reply) {
+            Some(Ok(reply)) => (Some(reply), None),
+            Some(Err(why)) => (None, Some(why)),
+            None => (None, None),
+        };
         let envelope = match parse::envelope(
             &publish.payload,
             publish.retain,
             config.commands.max_payload,
         ) {
-            Ok(envelope) => envelope,
-            Err(result) => return Verdict::Reply(command, result),
+            Ok(envelope) => parse::Envelope {
+                message_expiry: publish.expires_at,
+                ..envelope
+            },
+            Err(result) => return Verdict::Reply(command, result, reply),
         };
         let id = envelope.id.clone();
+        if let Some(why) = bad_reply {
+            return Verdict::Reply(command, parse::rejected(Some(&id), why), None);
+        }
         if let Some(duplicate) = self.duplicate(&id, in_batch) {
-            return Verdict::Reply(command, duplicate);
+            return Verdict::Reply(command, duplicate, reply);
         }
         // The gateway's own commands come before the profile's.
         let gateway = match command.as_str() {
@@ -147,10 +164,10 @@ impl Router {
                 },
                 job,
             },
-            Some(Err(result)) => return Verdict::Reply(command, result),
+            Some(Err(result)) => return Verdict::Reply(command, result, reply),
             None => match parse::body(&self.profile, &command, envelope, chrono::Utc::now()) {
                 Ok(parsed) => parsed,
-                Err(result) => return Verdict::Reply(command, result),
+                Err(result) => return Verdict::Reply(command, result, reply),
             },
         };
         let queued = self.queued.load(Ordering::SeqCst) + accepted_now;
@@ -163,6 +180,7 @@ impl Router {
                     Status::Busy,
                     format!("the machine's command queue is full ({queued} commands); nothing was queued, retry later"),
                 ),
+                reply,
             );
         }
         Verdict::Accept(QueuedCommand {
@@ -174,6 +192,7 @@ impl Router {
             accepted: Instant::now(),
             accepted_ms: chrono::Utc::now().timestamp_millis(),
             job: parsed.job,
+            reply,
         })
     }
 
@@ -207,9 +226,29 @@ impl Router {
         Some(result)
     }
 
-    fn result_op(&self, command: &str, result: &CommandResult) -> Op {
-        result.publication(&self.config, &self.machine, command).0
+    fn result_ops(
+        &self,
+        command: &str,
+        result: &CommandResult,
+        reply: Option<&ReplyTo>,
+    ) -> Vec<Op> {
+        result
+            .publication(&self.config, &self.machine, command, reply)
+            .0
     }
+}
+
+/// The reply address of an MQTT 5 command if it is a topic name the gateway
+/// can publish to (MQTT 5 §3.3.2.3.5: no wildcards; §4.7.3: not empty).
+fn checked_reply(reply: ReplyTo) -> Result<ReplyTo, String> {
+    let topic = &reply.topic;
+    if topic.is_empty() || topic.contains(['+', '#', '\0']) || topic.len() > 65535 {
+        return Err(format!(
+            "the MQTT 5 response topic `{topic}` is not a topic name the gateway can publish to \
+             (empty, or with a wildcard); nothing was sent"
+        ));
+    }
+    Ok(reply)
 }
 
 /// A validated batch, ready to queue, with its progress at step 0.

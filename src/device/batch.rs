@@ -18,7 +18,7 @@ use super::writes::Purpose;
 use super::{BatchJob, Job, QueuedCommand};
 use crate::command::batch::BATCH;
 use crate::command::{CommandResult, Status};
-use crate::store::{CommandPhase, CommandRecord, Op};
+use crate::store::{CommandPhase, CommandRecord, Op, ReplyTo};
 
 /// Progress reports at most this often (plus at every state change).
 const REPORT_EVERY: Duration = Duration::from_secs(1);
@@ -38,6 +38,8 @@ pub(super) struct Running {
     pub restore_ms: Option<u64>,
     /// The end decided while the poll interval is being restored.
     pub ending: Option<End>,
+    /// MQTT 5: where its reports and result go too.
+    pub reply: Option<ReplyTo>,
 }
 
 /// How a batch ends: `None` is what its steps give (`ok` or `failed`).
@@ -58,8 +60,9 @@ impl Device {
             tune: None,
             restore_ms: None,
             ending: None,
+            reply: cmd.reply,
         };
-        let ops = vec![self.report_op(&run, None)];
+        let ops = self.report_ops(&run, None);
         self.batch = Some(run);
         let restore = self.poll_to_restore();
         if let Some(run) = self.batch.as_mut() {
@@ -97,7 +100,7 @@ impl Device {
             .expires_at_ms
             .is_some_and(|at| at <= chrono::Utc::now().timestamp_millis())
         {
-            Some((Status::Expired, format!("the batch's expires_at passed before step {} was sent; it and the steps after it were not sent", progress.next)))
+            Some((Status::Expired, format!("the batch's expiry (expires_at or its MQTT message expiry interval) passed before step {} was sent; it and the steps after it were not sent", progress.next)))
         } else {
             None
         };
@@ -118,6 +121,8 @@ impl Device {
             accepted: run.accepted,
             accepted_ms: run.accepted_ms,
             job: Job::Step(index),
+            // A step's outcome is reported by its batch.
+            reply: None,
         };
         self.stage_command(cmd);
     }
@@ -135,6 +140,7 @@ impl Device {
             phase: CommandPhase::Written,
             at_ms: run.accepted_ms,
             progress: Some(progress),
+            reply: run.reply.clone(),
         })
     }
 
@@ -198,7 +204,7 @@ impl Device {
             .is_some_and(|run| run.last_report.elapsed() >= REPORT_EVERY);
         if failed || due {
             if let Some(run) = self.batch.as_ref() {
-                ops.push(self.report_op(run, Some(last)));
+                ops.extend(self.report_ops(run, Some(last)));
             }
             if let Some(run) = self.batch.as_mut() {
                 run.last_report = Instant::now();
@@ -240,7 +246,7 @@ impl Device {
             result.set("failed_step", first);
         }
         info!(machine = %self.machine, id = %run.id, status = result.status.as_str(), done, total, "batch ends");
-        let mut ops = self.result_ops(&run.id, BATCH, run.accepted_ms, &result);
+        let mut ops = self.result_ops(&run.id, BATCH, run.accepted_ms, run.reply.as_ref(), &result);
         ops.push(Op::RemoveBatch {
             machine: self.machine.clone(),
             id: run.id,
@@ -249,7 +255,7 @@ impl Device {
     }
 
     /// A `running` report with `done`, `total` and the last step's outcome.
-    fn report_op(&self, run: &Running, last: Option<Value>) -> Op {
+    fn report_ops(&self, run: &Running, last: Option<Value>) -> Vec<Op> {
         let mut result = CommandResult::new(Some(&run.id), Status::Running);
         let done = run.job.progress.next;
         result.set("done", json!(done));
@@ -257,7 +263,9 @@ impl Device {
         if let Some(last) = last {
             result.set("last", last);
         }
-        result.publication(&self.ctx.config, &self.machine, BATCH).0
+        result
+            .publication(&self.ctx.config, &self.machine, BATCH, run.reply.as_ref())
+            .0
     }
 
     /// Ops for a batch that ends while still queued (`expired`, `offline`,

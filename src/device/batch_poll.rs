@@ -40,6 +40,7 @@ impl Device {
             body,
             args,
             expires_at: None,
+            reply: None,
             accepted: run.accepted,
             accepted_ms: run.accepted_ms,
             job: Job::Tune,

@@ -32,7 +32,13 @@ impl Device {
                 warn!(machine = %self.machine, id = %record.id, why, "cannot resume batch");
                 let error = format!("the gateway restarted and cannot resume this batch ({why}); steps from {} on were not sent", progress.next);
                 let result = CommandResult::error(Some(&record.id), Status::Failed, error);
-                let mut ops = self.result_ops(&record.id, BATCH, record.at_ms, &result);
+                let mut ops = self.result_ops(
+                    &record.id,
+                    BATCH,
+                    record.at_ms,
+                    record.reply.as_ref(),
+                    &result,
+                );
                 ops.push(Op::RemoveBatch {
                     machine: self.machine.clone(),
                     id: record.id,
@@ -75,6 +81,7 @@ impl Device {
                 tune: None,
                 restore_ms: None,
                 ending: None,
+                reply: record.reply,
             };
             return self.end_ops(run, end);
         }
@@ -87,6 +94,7 @@ impl Device {
             accepted: Instant::now(),
             accepted_ms: record.at_ms,
             job: Job::Batch(Box::new(job)),
+            reply: record.reply,
         };
         self.ctx
             .queued

@@ -16,7 +16,7 @@ use super::writes::Purpose;
 use super::{Job, QueuedCommand};
 use crate::command::{CommandResult, Status};
 use crate::profile::{Completion, LinkMode};
-use crate::store::{CommandPhase, CommandRecord, Op};
+use crate::store::{CommandPhase, CommandRecord, Op, ReplyTo};
 
 /// How long a command waits for a machine whose link is down before its
 /// result is `offline`.
@@ -65,7 +65,13 @@ impl Device {
             };
             info!(machine = %self.machine, id = %record.id, "reporting command left open by the last run");
             let result = CommandResult::error(Some(&record.id), Status::Failed, error);
-            ops.extend(self.result_ops(&record.id, &record.command, record.at_ms, &result));
+            ops.extend(self.result_ops(
+                &record.id,
+                &record.command,
+                record.at_ms,
+                record.reply.as_ref(),
+                &result,
+            ));
         }
         if !ops.is_empty() {
             self.schedule(ops, Purpose::Done);
@@ -133,6 +139,7 @@ impl Device {
             phase,
             at_ms: cmd.accepted_ms,
             progress: None,
+            reply: cmd.reply.clone(),
         }
     }
 
@@ -222,6 +229,7 @@ impl Device {
             &done.cmd.id,
             &done.cmd.def.name,
             done.cmd.accepted_ms,
+            done.cmd.reply.as_ref(),
             &result,
         )
     }
@@ -329,7 +337,13 @@ impl Device {
         if result.status != Status::Ok {
             info!(machine = %self.machine, id = %cmd.id, command = %cmd.def.name, status = result.status.as_str(), error = ?result.error, "command result");
         }
-        let mut ops = self.result_ops(&cmd.id, &cmd.def.name, cmd.accepted_ms, &result);
+        let mut ops = self.result_ops(
+            &cmd.id,
+            &cmd.def.name,
+            cmd.accepted_ms,
+            cmd.reply.as_ref(),
+            &result,
+        );
         ops.extend(removal);
         self.schedule(ops, Purpose::Done);
     }
@@ -339,27 +353,28 @@ impl Device {
         id: &str,
         command: &str,
         at_ms: i64,
+        reply: Option<&ReplyTo>,
         result: &CommandResult,
     ) -> Vec<Op> {
-        let (publish, json) = result.publication(&self.ctx.config, &self.machine, command);
-        vec![
-            publish,
-            Op::PutCommand {
-                machine: self.machine.clone(),
-                record: CommandRecord {
-                    id: id.to_owned(),
-                    command: command.to_owned(),
-                    phase: CommandPhase::Done { result: json },
-                    at_ms,
-                    progress: None,
-                },
+        let (mut ops, json) = result.publication(&self.ctx.config, &self.machine, command, reply);
+        ops.push(Op::PutCommand {
+            machine: self.machine.clone(),
+            record: CommandRecord {
+                id: id.to_owned(),
+                command: command.to_owned(),
+                phase: CommandPhase::Done { result: json },
+                at_ms,
+                progress: None,
+                // Done: no result is published for it any more.
+                reply: None,
             },
-        ]
+        });
+        ops
     }
 }
 
 const EXPIRED: &str =
-    "the command's expires_at passed before it could be sent to the machine; it was not executed";
+    "the command's expiry (expires_at or its MQTT message expiry interval) passed before it could be sent to the machine; it was not executed";
 
 fn expired(cmd: &QueuedCommand) -> bool {
     cmd.expires_at.is_some_and(|at| at <= chrono::Utc::now())

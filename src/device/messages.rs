@@ -96,6 +96,7 @@ pub(super) fn out_item(
             MessageKind::Telemetry => ItemClass::Telemetry,
             MessageKind::Event | MessageKind::Response => ItemClass::Event,
         },
+        correlation: None,
     }
 }
 

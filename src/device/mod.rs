@@ -41,7 +41,7 @@ use crate::config::{Config, DeviceConfig};
 use crate::health::MachineHealth;
 use crate::mqtt::Availability;
 use crate::profile::{Command, Profile};
-use crate::store::{OutItem, Store};
+use crate::store::{OutItem, ReplyTo, Store};
 
 /// A command that passed validation and was accepted for a machine.
 #[derive(Debug, Clone)]
@@ -58,6 +58,8 @@ pub struct QueuedCommand {
     pub accepted_ms: i64,
     /// What the device does with it.
     pub job: Job,
+    /// MQTT 5: where its results go too.
+    pub reply: Option<ReplyTo>,
 }
 
 /// A profile command, or one of the gateway's own (`batch`, `cancel`).

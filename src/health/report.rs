@@ -96,6 +96,7 @@ pub async fn publish(
             qos: 1,
             retain: true,
             class: ItemClass::Telemetry,
+            correlation: None,
         };
         if out.try_send(item).is_err() {
             // Only while the session is flooded or gone; the next report

@@ -4,19 +4,19 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{ConnectionError, Event, EventLoop, Incoming, Outgoing};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::{Backoff, DriverEvent, Publish};
+use super::client::{ConnectionError, Event, EventLoop, Inbound};
+use super::{Backoff, DriverEvent};
 
 pub(super) async fn run(
     name: String,
     mut eventloop: EventLoop,
     reconnects: Arc<AtomicU64>,
     events: mpsc::UnboundedSender<DriverEvent>,
-    commands: Option<mpsc::Sender<Publish>>,
+    commands: Option<mpsc::Sender<Inbound>>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -31,8 +31,8 @@ pub(super) async fn run(
             _ = shutdown.cancelled(), if !connected => return,
         };
         match event {
-            Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
-                info!(session = %name, session_present = ack.session_present, "MQTT connected");
+            Ok(Event::ConnAck { session_present }) => {
+                info!(session = %name, session_present, "MQTT connected");
                 if std::mem::replace(&mut ever_connected, true) {
                     reconnects.fetch_add(1, Ordering::Relaxed);
                 }
@@ -43,10 +43,13 @@ pub(super) async fn run(
                     return;
                 }
             }
-            Ok(Event::Incoming(Incoming::PubAck(ack))) => {
-                let _ = events.send(DriverEvent::PubAck(ack.pkid));
+            Ok(Event::PubAck { pkid, refused }) => {
+                let _ = events.send(DriverEvent::PubAck { pkid, refused });
             }
-            Ok(Event::Incoming(Incoming::Publish(publish))) => {
+            Ok(Event::SubscribeRefused(reason)) => {
+                error!(session = %name, reason, "the broker refused the command subscription; this machine receives no commands (check the broker's ACL)");
+            }
+            Ok(Event::Publish(publish)) => {
                 if let Some(commands) = &commands {
                     // Back-pressure: a flood of commands slows reading from
                     // the broker, never the serial side.
@@ -55,14 +58,14 @@ pub(super) async fn run(
                     }
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Publish(pkid))) => {
+            Ok(Event::Published(pkid)) => {
                 let _ = events.send(DriverEvent::Published(pkid));
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+            Ok(Event::DisconnectSent) => {
                 debug!(session = %name, "MQTT disconnect sent");
                 return;
             }
-            Ok(other) => debug!(session = %name, event = ?other, "MQTT"),
+            Ok(Event::Other(event)) => debug!(session = %name, event, "MQTT"),
             Err(error) => {
                 if shutdown.is_cancelled() {
                     return;
@@ -82,10 +85,7 @@ pub(super) async fn run(
                     }
                     let _ = rx.await;
                 }
-                // The outbox will publish again whatever was not acknowledged;
-                // rumqttc's copies would only be duplicates with unknown ids.
-                eventloop.clean();
-                eventloop.pending.clear();
+                eventloop.discard_pending();
                 let delay = backoff.next_delay();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -99,22 +99,40 @@ pub(super) async fn run(
 /// One readable sentence per failure. The text must not change between
 /// retries of the same failure (the caller logs each distinct text once).
 fn describe(error: &ConnectionError) -> String {
+    use rumqttc::v5::{ConnectionError as E5, StateError as S5};
+    use rumqttc::ConnectionError as E4;
+    use ConnectionError::{V4, V5};
     if let Some(tls) = find_rustls_error(error) {
         return describe_tls(tls);
     }
+    let refused = |code: String| {
+        let hint = if code.contains("ProtocolVersion") {
+            "the broker does not speak the MQTT version of mqtt.version"
+        } else {
+            "check the credentials and client id"
+        };
+        format!("the broker refused the connection ({code}); {hint}")
+    };
     match error {
-        ConnectionError::ConnectionRefused(code) => {
-            format!(
-                "the broker refused the connection ({code:?}); check the credentials and client id"
-            )
-        }
-        ConnectionError::Io(e) => format!("network error: {e}"),
-        ConnectionError::Websocket(e) => {
+        V4(E4::ConnectionRefused(code)) => refused(format!("{code:?}")),
+        V5(E5::ConnectionRefused(code)) => refused(format!("{code:?}")),
+        V4(E4::Io(e)) | V5(E5::Io(e)) => format!("network error: {e}"),
+        V4(E4::Websocket(e)) | V5(E5::Websocket(e)) => {
             format!("websocket: {e}; check the host, port and path of mqtt.url")
         }
-        ConnectionError::ResponseValidation(e) => {
+        V4(E4::ResponseValidation(e)) | V5(E5::ResponseValidation(e)) => {
             format!("websocket: the server does not speak MQTT over websockets ({e})")
         }
+        V5(E5::MqttState(S5::ServerDisconnect {
+            reason_code,
+            reason_string,
+        })) => format!(
+            "the broker ended the session ({reason_code:?}{})",
+            reason_string
+                .as_deref()
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default()
+        ),
         other => other.to_string(),
     }
 }
@@ -123,7 +141,10 @@ fn describe(error: &ConnectionError) -> String {
 /// tungstenite wrap it in `io::Error`s, whose `source()` skips the wrapped
 /// error, so those are unwrapped with `get_ref()`.
 fn find_rustls_error(error: &ConnectionError) -> Option<&rustls::Error> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    let mut current: Option<&(dyn std::error::Error + 'static)> = match error {
+        ConnectionError::V4(e) => Some(e),
+        ConnectionError::V5(e) => Some(e),
+    };
     while let Some(e) = current {
         if let Some(tls) = e.downcast_ref::<rustls::Error>() {
             return Some(tls);
@@ -177,10 +198,11 @@ fn describe_tls(error: &rustls::Error) -> String {
 mod tests {
     use std::io;
 
-    use rumqttc::{ConnectionError, StateError, TlsError};
+    use rumqttc::{StateError, TlsError};
     use rustls::{AlertDescription, CertificateError};
 
-    use super::describe;
+    use super::{describe, ConnectionError};
+    use rumqttc::ConnectionError as E4;
 
     fn wrapped(e: rustls::Error) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, e)
@@ -189,29 +211,30 @@ mod tests {
     #[test]
     fn tls_failures_are_one_readable_sentence_however_wrapped() {
         // The handshake (rumqttc's TLS error around an io::Error).
-        let untrusted = ConnectionError::Tls(TlsError::Io(wrapped(
+        let untrusted = ConnectionError::V4(E4::Tls(TlsError::Io(wrapped(
             rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
-        )));
+        ))));
         assert!(describe(&untrusted).starts_with(
             "TLS: the broker's certificate is not trusted (check mqtt.tls.ca_file): "
         ));
-        let wrong_name = ConnectionError::Tls(TlsError::Io(wrapped(
+        let wrong_name = ConnectionError::V4(E4::Tls(TlsError::Io(wrapped(
             rustls::Error::InvalidCertificate(CertificateError::NotValidForName),
-        )));
+        ))));
         assert!(describe(&wrong_name)
             .starts_with("TLS: the broker's certificate is not valid for the host name"));
         // After the handshake: reading the CONNACK meets the broker's alert.
-        let no_client_cert = ConnectionError::MqttState(StateError::Io(wrapped(
+        let no_client_cert = ConnectionError::V4(E4::MqttState(StateError::Io(wrapped(
             rustls::Error::AlertReceived(AlertDescription::CertificateRequired),
-        )));
+        ))));
         assert!(describe(&no_client_cert)
             .starts_with("TLS: the broker rejected the gateway's client certificate"));
-        let expired = ConnectionError::Io(wrapped(rustls::Error::InvalidCertificate(
-            CertificateError::Expired,
+        let expired = ConnectionError::V5(rumqttc::v5::ConnectionError::Io(wrapped(
+            rustls::Error::InvalidCertificate(CertificateError::Expired),
         )));
         assert!(describe(&expired).contains("check the board's clock"));
         // Not TLS: unchanged.
-        let refused = ConnectionError::Io(io::Error::from(io::ErrorKind::ConnectionRefused));
+        let refused =
+            ConnectionError::V4(E4::Io(io::Error::from(io::ErrorKind::ConnectionRefused)));
         assert!(describe(&refused).starts_with("network error: "));
     }
 }

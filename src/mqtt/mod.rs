@@ -15,6 +15,7 @@
 //! acknowledged, and rumqttc's own pending queue is discarded (it is dropped
 //! anyway on a clean-session reconnect).
 
+mod client;
 mod driver;
 mod options;
 mod sender;
@@ -27,8 +28,8 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use options::{mqtt_options, Connection, OptionsError};
-pub use rumqttc::Publish;
+pub use client::Inbound;
+pub use options::{Connection, OptionsError};
 
 use crate::config::Config;
 use crate::store::{OutItem, Store};
@@ -116,7 +117,7 @@ pub struct SessionHandle {
     /// only the latest value per topic is kept while the broker is away.
     pub telemetry: mpsc::Sender<OutItem>,
     /// Command publishes received on this session.
-    pub commands: Option<mpsc::Receiver<Publish>>,
+    pub commands: Option<mpsc::Receiver<Inbound>>,
     /// Reconnects of this session (the first connect is not counted).
     pub reconnects: Arc<AtomicU64>,
     pub tasks: Vec<JoinHandle<()>>,
@@ -135,6 +136,9 @@ const INFLIGHT: u16 = 100;
 /// accept, so an oversized command is answered `rejected` rather than
 /// killing the connection (rumqttc's default is 10 KB).
 pub const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
+/// The largest packet the gateway publishes; results and events are far
+/// smaller.
+const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
 
 /// Capped exponential backoff with jitter, for reconnects and reopens.
 #[derive(Debug, Clone)]
@@ -180,8 +184,7 @@ pub fn spawn_session(
     heartbeat: crate::systemd::Heartbeat,
     shutdown: CancellationToken,
 ) -> SessionHandle {
-    let options = mqtt_options(config, connection, &spec, will);
-    let (client, eventloop) = rumqttc::AsyncClient::new(options, REQUEST_CAPACITY);
+    let (client, eventloop) = options::session_client(config, connection, &spec, will);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands_rx) = mpsc::channel(1024);
     let (telemetry_tx, telemetry_rx) = mpsc::channel(256);
@@ -234,5 +237,10 @@ enum DriverEvent {
     /// rumqttc wrote a publish with this packet id (0 for QoS 0), in the
     /// order the sender handed them over.
     Published(u16),
-    PubAck(u16),
+    /// The broker acknowledged this packet id; `refused`: with an MQTT 5
+    /// reason code that is not a success (the message was not taken).
+    PubAck {
+        pkid: u16,
+        refused: Option<String>,
+    },
 }

@@ -4,18 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rumqttc::{LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use rumqttc::{v5, TlsConfiguration, Transport};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
-use super::{SessionSpec, INFLIGHT, MAX_INCOMING_PACKET};
+use super::client::{Client, EventLoop};
+use super::{SessionSpec, INFLIGHT, MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET, REQUEST_CAPACITY};
 use crate::config::{Config, MqttVersion, Scheme, TlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum OptionsError {
-    #[error("mqtt.version: MQTT 5 is not supported by this build yet; use version: 3")]
-    UnsupportedVersion,
     /// A file of `mqtt.tls` cannot be read or used. `problem` never quotes
     /// the file's content (it may be a private key).
     #[error("mqtt.tls.{key}: {}: {problem}", path.display())]
@@ -50,9 +49,6 @@ pub struct Connection {
 
 impl Connection {
     pub fn from_config(config: &Config) -> Result<Connection, OptionsError> {
-        if config.mqtt.version == MqttVersion::V5 {
-            return Err(OptionsError::UnsupportedVersion);
-        }
         let url = &config.mqtt.url;
         let tls = || -> Result<TlsConfiguration, OptionsError> {
             let cfg = client_config(url.scheme, config.mqtt.tls.as_ref())?;
@@ -202,44 +198,79 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, OptionsError> {
     })
 }
 
-/// Options for one session: its client id, the will on its status topic
-/// (retained, QoS 1, DESIGN §4 Availability), credentials, and limits chosen
-/// around rumqttc's defaults (see `mod.rs`).
-pub fn mqtt_options(
+/// The client and event loop of one session, in the configured protocol
+/// version: its client id, the will on its status topic (retained, QoS 1,
+/// DESIGN §4 Availability), credentials, and limits chosen around
+/// rumqttc's defaults (see `mod.rs`).
+pub(super) fn session_client(
     config: &Config,
     connection: &Connection,
     spec: &SessionSpec,
     will: String,
-) -> MqttOptions {
-    let mut options = MqttOptions::new(
-        spec.client_id.clone(),
-        connection.broker_addr.clone(),
-        connection.port,
-    );
-    options
-        .set_transport(connection.transport.clone())
-        .set_keep_alive(config.mqtt.keep_alive)
-        // A clean session: commands sent while the gateway is away are not
-        // queued by the broker and executed late (the will has told the
-        // business side the machine is offline); our own publishes survive
-        // in the durable outbox instead of in the broker's session.
-        .set_clean_session(true)
-        .set_inflight(INFLIGHT)
-        .set_max_packet_size(MAX_INCOMING_PACKET, 1024 * 1024)
-        .set_last_will(LastWill::new(
-            spec.status_topic.clone(),
-            will,
-            QoS::AtLeastOnce,
-            true,
-        ));
-    if let Some(user) = &config.mqtt.username {
-        let password = config
-            .mqtt
-            .password
-            .as_ref()
-            .map(|p| p.expose().to_owned())
-            .unwrap_or_default();
-        options.set_credentials(user.clone(), password);
+) -> (Client, EventLoop) {
+    let credentials = config.mqtt.username.as_ref().map(|user| {
+        let password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
+        (user.clone(), password.unwrap_or_default())
+    });
+    match config.mqtt.version {
+        MqttVersion::V3 => {
+            let mut options = rumqttc::MqttOptions::new(
+                spec.client_id.clone(),
+                connection.broker_addr.clone(),
+                connection.port,
+            );
+            options
+                .set_transport(connection.transport.clone())
+                .set_keep_alive(config.mqtt.keep_alive)
+                // A clean session: commands sent while the gateway is away
+                // are not queued by the broker and executed late (the will
+                // has told the business side the machine is offline); our
+                // own publishes survive in the durable outbox instead of in
+                // the broker's session.
+                .set_clean_session(true)
+                .set_inflight(INFLIGHT)
+                .set_max_packet_size(MAX_INCOMING_PACKET, MAX_OUTGOING_PACKET)
+                .set_last_will(rumqttc::LastWill::new(
+                    spec.status_topic.clone(),
+                    will,
+                    rumqttc::QoS::AtLeastOnce,
+                    true,
+                ));
+            if let Some((user, password)) = credentials {
+                options.set_credentials(user, password);
+            }
+            let (client, eventloop) = rumqttc::AsyncClient::new(options, REQUEST_CAPACITY);
+            (Client::V4(client), EventLoop::V4(Box::new(eventloop)))
+        }
+        MqttVersion::V5 => {
+            let mut options = v5::MqttOptions::new(
+                spec.client_id.clone(),
+                connection.broker_addr.clone(),
+                connection.port,
+            );
+            options
+                .set_transport(connection.transport.clone())
+                .set_keep_alive(config.mqtt.keep_alive)
+                // Clean start with the default session expiry (0): the same
+                // clean session as under 3.1.1, for the same reasons.
+                .set_clean_start(true)
+                // The broker's Receive Maximum lowers it further. rumqttc
+                // sizes its packet-id table from it: unbounded, that table
+                // would take megabytes per session.
+                .set_outgoing_inflight_upper_limit(INFLIGHT)
+                .set_max_packet_size(Some(MAX_INCOMING_PACKET as u32))
+                .set_last_will(v5::mqttbytes::v5::LastWill::new(
+                    spec.status_topic.clone(),
+                    will,
+                    v5::mqttbytes::QoS::AtLeastOnce,
+                    true,
+                    None,
+                ));
+            if let Some((user, password)) = credentials {
+                options.set_credentials(user, password);
+            }
+            let (client, eventloop) = v5::AsyncClient::new(options, REQUEST_CAPACITY);
+            (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
+        }
     }
-    options
 }

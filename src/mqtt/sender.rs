@@ -5,19 +5,21 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use super::{status_payload, Availability, DriverEvent, OfflineReason, SessionSpec, WINDOW};
+use super::client::Client;
+use super::{
+    status_payload, Availability, Backoff, DriverEvent, OfflineReason, SessionSpec, WINDOW,
+};
 use crate::config::Config;
 use crate::store::{ItemClass, OutItem, Store};
 
 pub(super) struct Sender {
     pub config: Config,
     pub spec: SessionSpec,
-    pub client: AsyncClient,
+    pub client: Client,
     pub store: Store,
     pub outbox_ready: Arc<Notify>,
     pub availability: watch::Receiver<Availability>,
@@ -55,6 +57,12 @@ struct Tracking {
     final_status: Option<Availability>,
     /// While disconnected: the latest telemetry per topic.
     latest: HashMap<String, OutItem>,
+    /// Outbox items the broker refused (MQTT 5 PUBACK reason code) since the
+    /// last retry; they stay in the outbox.
+    refused: usize,
+    /// The last refusal reason logged, so a broker that keeps refusing
+    /// logs once per reason, not once per item.
+    last_refusal: String,
 }
 
 impl Tracking {
@@ -64,8 +72,15 @@ impl Tracking {
         self.inflight.clear();
         self.cursor = None;
         self.outstanding = 0;
+        // Everything not acknowledged is published again anyway.
+        self.refused = 0;
     }
 }
+
+/// When to publish refused items again: the refusal may be passing (quota)
+/// or fixed by an operator (ACL) without any reconnect.
+const RETRY_MIN: Duration = Duration::from_secs(5);
+const RETRY_MAX: Duration = Duration::from_secs(300);
 
 impl Sender {
     pub(super) async fn run(mut self) {
@@ -74,6 +89,10 @@ impl Sender {
             ..Tracking::default()
         };
         let mut alive = tokio::time::interval(Duration::from_millis(200));
+        let mut retry_backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        let retry = tokio::time::sleep(Duration::MAX);
+        tokio::pin!(retry);
+        let mut retry_armed = false;
         loop {
             tokio::select! {
                 biased;
@@ -88,6 +107,21 @@ impl Sender {
                     }
                     self.flush_acks(&mut t).await;
                     self.fill(&mut t);
+                    if t.refused > 0 && !retry_armed {
+                        retry_armed = true;
+                        retry.as_mut().reset(tokio::time::Instant::now() + retry_backoff.next_delay());
+                    }
+                }
+                _ = &mut retry, if retry_armed => {
+                    retry_armed = false;
+                    if t.refused == 0 {
+                        // A reconnect has published them again already.
+                        retry_backoff.reset();
+                    } else if !self.retry_refused(&mut t) {
+                        // Still waiting for other acknowledgements: soon.
+                        retry_armed = true;
+                        retry.as_mut().reset(tokio::time::Instant::now() + RETRY_MIN);
+                    }
                 }
                 _ = self.shutdown.cancelled() => {
                     self.finish(&mut t).await;
@@ -119,7 +153,7 @@ impl Sender {
             DriverEvent::Connected => {
                 t.reset(true);
                 if let Some(filter) = &self.spec.subscribe {
-                    if let Err(e) = self.client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+                    if let Err(e) = self.client.try_subscribe(filter) {
                         error!(session = %self.spec.name, error = %e, "cannot subscribe to commands");
                     }
                 }
@@ -145,7 +179,26 @@ impl Sender {
                 Some(_) => {}
                 None => warn!(session = %self.spec.name, pkid, "publish not handed over by us"),
             },
-            DriverEvent::PubAck(pkid) => match t.inflight.remove(&pkid) {
+            DriverEvent::PubAck {
+                pkid,
+                refused: Some(reason),
+            } => {
+                let tag = t.inflight.remove(&pkid);
+                if let Some(Tag::Outbox(id)) = tag {
+                    t.outstanding = t.outstanding.saturating_sub(1);
+                    t.refused += 1;
+                    if reason != t.last_refusal {
+                        warn!(session = %self.spec.name, id, reason, "the broker refused a publish; it stays in the outbox and is published again later");
+                        t.last_refusal = reason;
+                    }
+                } else {
+                    warn!(session = %self.spec.name, ?tag, reason, "the broker refused a publish");
+                }
+            }
+            DriverEvent::PubAck {
+                pkid,
+                refused: None,
+            } => match t.inflight.remove(&pkid) {
                 Some(Tag::Outbox(id)) => {
                     t.outstanding = t.outstanding.saturating_sub(1);
                     t.acked.push(id);
@@ -196,18 +249,25 @@ impl Sender {
         }
     }
 
+    /// Publishes the refused items again: once nothing else is awaiting
+    /// its PUBACK, every outbox item before the cursor is a refused one, so
+    /// starting over from the outbox's head re-sends exactly those (and then
+    /// goes on in order). False while other publishes are outstanding.
+    fn retry_refused(&mut self, t: &mut Tracking) -> bool {
+        if !t.connected || t.outstanding > 0 || !t.acked.is_empty() {
+            return false;
+        }
+        debug!(session = %self.spec.name, refused = t.refused, "publishing refused items again");
+        t.refused = 0;
+        t.cursor = None;
+        self.fill(t);
+        true
+    }
+
     /// Never waits: rumqttc's channel is larger than our window, and a full
     /// channel only means "later" (the outbox keeps the item).
     fn publish(&mut self, t: &mut Tracking, item: OutItem, tag: Tag) -> bool {
-        let qos = match item.qos {
-            0 => QoS::AtMostOnce,
-            1 => QoS::AtLeastOnce,
-            _ => QoS::ExactlyOnce,
-        };
-        match self
-            .client
-            .try_publish(item.topic, qos, item.retain, item.payload)
-        {
+        match self.client.try_publish(item) {
             Ok(()) => {
                 t.unassigned.push_back(tag);
                 true
@@ -242,6 +302,7 @@ impl Sender {
             qos: 1,
             retain: true,
             class: ItemClass::Telemetry,
+            correlation: None,
         };
         self.publish(t, item, tag);
     }

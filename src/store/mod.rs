@@ -92,6 +92,20 @@ pub struct OutItem {
     pub retain: bool,
     /// Decides which items go first when the outbox is over its size cap.
     pub class: ItemClass,
+    /// MQTT 5 Correlation Data, on a result copied to a command's Response
+    /// Topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<Vec<u8>>,
+}
+
+/// Where an MQTT 5 command asked for its results: its Response Topic and
+/// Correlation Data. Kept with the command's record so that results
+/// published after a restart still reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<Vec<u8>>,
 }
 
 /// What an outbox item is, in the order items are dropped when the outbox is over
@@ -160,6 +174,9 @@ pub struct CommandRecord {
     /// A batch's progress, written with each step's Written/done record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<BatchProgress>,
+    /// MQTT 5: the command's Response Topic and Correlation Data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplyTo>,
 }
 
 /// Where a batch stands, durably: the next step not yet acknowledged, and

@@ -53,21 +53,41 @@ pub(crate) const BATCHES: TableDefinition<(&str, &str), &str> = TableDefinition:
 /// result as an event only makes it outlive telemetry a little longer.
 const OUT_V1: u8 = 1;
 const OUT_V2: u8 = 2;
+const OUT_V3: u8 = 3;
 
 /// Compact binary form of an [`OutItem`]: version, class, qos, retain, topic length
 /// (u16 LE; MQTT caps topics at 65535 bytes), topic, payload. The outbox is written
 /// once per event, so this is the figure that matters for bytes-per-event.
+/// Version 3, only for items with MQTT 5 correlation data, has that data (u16 LE
+/// length, bytes; MQTT caps it at 65535 bytes too) between topic and payload.
 pub(crate) fn encode_out(item: &OutItem) -> Result<Vec<u8>, String> {
     let topic = item.topic.as_bytes();
     let len = u16::try_from(topic.len())
         .map_err(|_| format!("topic of {} bytes exceeds MQTT's 65535", topic.len()))?;
-    let mut out = Vec::with_capacity(6 + topic.len() + item.payload.len());
-    out.push(OUT_V2);
+    let correlation = item.correlation.as_deref();
+    let mut out = Vec::with_capacity(
+        8 + topic.len() + correlation.map_or(0, <[u8]>::len) + item.payload.len(),
+    );
+    out.push(if correlation.is_some() {
+        OUT_V3
+    } else {
+        OUT_V2
+    });
     out.push(item.class.as_u8());
     out.push(item.qos);
     out.push(u8::from(item.retain));
     out.extend_from_slice(&len.to_le_bytes());
     out.extend_from_slice(topic);
+    if let Some(data) = correlation {
+        let len = u16::try_from(data.len()).map_err(|_| {
+            format!(
+                "correlation data of {} bytes exceeds MQTT's 65535",
+                data.len()
+            )
+        })?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(data);
+    }
     out.extend_from_slice(&item.payload);
     Ok(out)
 }
@@ -76,7 +96,7 @@ pub(crate) fn encode_out(item: &OutItem) -> Result<Vec<u8>, String> {
 pub(crate) fn class_of(bytes: &[u8]) -> Result<ItemClass, String> {
     match bytes {
         [OUT_V1, ..] => Ok(ItemClass::Event),
-        [OUT_V2, class, ..] => {
+        [OUT_V2 | OUT_V3, class, ..] => {
             ItemClass::from_u8(*class).ok_or_else(|| format!("unknown item class {class}"))
         }
         [ver, ..] => Err(format!("unknown encoding version {ver}")),
@@ -85,16 +105,17 @@ pub(crate) fn class_of(bytes: &[u8]) -> Result<ItemClass, String> {
 }
 
 pub(crate) fn decode_out(bytes: &[u8]) -> Result<OutItem, String> {
-    let (class, body) = match bytes {
-        [OUT_V1, body @ ..] => (ItemClass::Event, body),
-        [OUT_V2, class, body @ ..] => (
+    let (version, class, body) = match bytes {
+        [OUT_V1, body @ ..] => (OUT_V1, ItemClass::Event, body),
+        [version @ (OUT_V2 | OUT_V3), class, body @ ..] => (
+            *version,
             ItemClass::from_u8(*class).ok_or_else(|| format!("unknown item class {class}"))?,
             body,
         ),
         [ver, ..] => return Err(format!("unknown encoding version {ver}")),
         [] => return Err("empty record".into()),
     };
-    let [qos, retain, l0, l1, rest @ ..] = body else {
+    let [qos, retain, rest @ ..] = body else {
         return Err(format!(
             "{} bytes is shorter than the item header",
             bytes.len()
@@ -103,23 +124,38 @@ pub(crate) fn decode_out(bytes: &[u8]) -> Result<OutItem, String> {
     if *qos > 2 || *retain > 1 {
         return Err(format!("invalid qos {qos} or retain {retain}"));
     }
-    let len = usize::from(u16::from_le_bytes([*l0, *l1]));
-    if rest.len() < len {
-        return Err(format!(
-            "topic length {len} exceeds the {} bytes left",
-            rest.len()
-        ));
-    }
-    let (topic, payload) = rest.split_at(len);
+    let (topic, rest) = take_prefixed(rest, "topic")?;
     let topic =
         String::from_utf8(topic.to_vec()).map_err(|e| format!("topic is not UTF-8: {e}"))?;
+    let (correlation, payload) = if version == OUT_V3 {
+        let (data, payload) = take_prefixed(rest, "correlation data")?;
+        (Some(data.to_vec()), payload)
+    } else {
+        (None, rest)
+    };
     Ok(OutItem {
         topic,
         payload: payload.to_vec(),
         qos: *qos,
         retain: *retain == 1,
         class,
+        correlation,
     })
+}
+
+/// A u16 LE length and that many bytes, and what follows them.
+fn take_prefixed<'a>(bytes: &'a [u8], what: &str) -> Result<(&'a [u8], &'a [u8]), String> {
+    let [l0, l1, rest @ ..] = bytes else {
+        return Err(format!("the {what} length is cut off"));
+    };
+    let len = usize::from(u16::from_le_bytes([*l0, *l1]));
+    if rest.len() < len {
+        return Err(format!(
+            "{what} length {len} exceeds the {} bytes left",
+            rest.len()
+        ));
+    }
+    Ok(rest.split_at(len))
 }
 
 /// Decodes a JSON record read from disk, turning failure into `Corrupt` with table and key.

@@ -11,6 +11,7 @@ fn item(n: u32) -> OutItem {
         qos: 1,
         retain: n % 2 == 0,
         class: ItemClass::Event,
+        correlation: None,
     }
 }
 
@@ -28,6 +29,7 @@ fn cmd(id: &str, phase: CommandPhase, at_ms: i64) -> CommandRecord {
         phase,
         at_ms,
         progress: None,
+        reply: None,
     }
 }
 
@@ -344,6 +346,7 @@ async fn a_bad_request_does_not_fail_its_batch_neighbours() {
         qos: 1,
         retain: false,
         class: ItemClass::Event,
+        correlation: None,
     };
     let release = store.hold_writer();
     let s = store.clone();
@@ -531,6 +534,7 @@ fn version_1_items_decode_as_events() {
         qos: 1,
         retain: true,
         class: ItemClass::Event,
+        correlation: None,
     };
     assert_eq!(decode_out(&v1).unwrap(), expected);
     assert_eq!(tables::class_of(&v1).unwrap(), ItemClass::Event);
@@ -548,6 +552,7 @@ fn sized(n: u32, class: ItemClass) -> OutItem {
         qos: 1,
         retain: false,
         class,
+        correlation: None,
     }
 }
 
@@ -806,4 +811,27 @@ fn records_without_progress_still_decode() {
     let old = r#"{"id":"a","command":"drive","phase":"Queued","at_ms":5}"#;
     let record: CommandRecord = serde_json::from_str(old).unwrap();
     assert_eq!(record.progress, None);
+}
+
+/// A reply to an MQTT 5 Response Topic keeps its correlation data across the
+/// store (encoding version 3); items without any keep the shorter version 2.
+#[test]
+fn correlation_data_round_trips_and_truncation_is_an_error() {
+    let reply = OutItem {
+        correlation: Some(b"corr-\x00\xff".to_vec()),
+        class: ItemClass::Result,
+        ..item(7)
+    };
+    let bytes = encode_out(&reply).unwrap();
+    assert_eq!(bytes[0], 3);
+    assert_eq!(decode_out(&bytes).unwrap(), reply);
+    assert_eq!(tables::class_of(&bytes).unwrap(), ItemClass::Result);
+    assert_eq!(encode_out(&item(7)).unwrap()[0], 2);
+    // Every prefix of a valid record is refused, never misread or a panic.
+    let topic_end = 6 + reply.topic.len();
+    for cut in 0..topic_end + 2 {
+        assert!(decode_out(&bytes[..cut]).is_err(), "cut at {cut}");
+    }
+    let err = decode_out(&bytes[..topic_end + 3]).unwrap_err();
+    assert!(err.contains("correlation data length 7 exceeds"), "{err}");
 }
