@@ -183,6 +183,15 @@ impl EventLoop {
         }
     }
 
+    /// The events rumqttc had read and not yet handed out when the
+    /// connection broke.
+    pub fn take_buffered(&mut self) -> Vec<Event> {
+        match self {
+            EventLoop::V4(eventloop) => eventloop.state.events.drain(..).map(event4).collect(),
+            EventLoop::V5(eventloop) => eventloop.state.events.drain(..).map(event5).collect(),
+        }
+    }
+
     /// Forgets everything rumqttc still holds: the outbox publishes again
     /// whatever was not acknowledged, and rumqttc's copies would only be
     /// duplicates with unknown packet ids.

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -10,6 +10,10 @@ use tracing::{debug, error, info, warn};
 
 use super::client::{ConnectionError, Event, EventLoop, Inbound};
 use super::{Backoff, DriverEvent};
+
+/// How long a connection must have lasted for the next reconnect to start
+/// again from the shortest delay.
+const STABLE: Duration = Duration::from_secs(10);
 
 pub(super) async fn run(
     name: String,
@@ -19,80 +23,124 @@ pub(super) async fn run(
     commands: Option<mpsc::Sender<Inbound>>,
     shutdown: CancellationToken,
 ) {
+    let mut driver = Driver {
+        name,
+        reconnects,
+        events,
+        commands,
+        connected_at: None,
+        ever_connected: false,
+    };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
-    let mut connected = false;
-    let mut ever_connected = false;
     let mut last_error = String::new();
     loop {
+        let connected = driver.connected_at.is_some();
         let event = tokio::select! {
             event = eventloop.poll() => event,
             // Only while disconnected: a connected session is ended by the
             // sender's DISCONNECT so that the final status is delivered first.
             _ = shutdown.cancelled(), if !connected => return,
         };
-        match event {
-            Ok(Event::ConnAck { session_present }) => {
-                info!(session = %name, session_present, "MQTT connected");
-                if std::mem::replace(&mut ever_connected, true) {
-                    reconnects.fetch_add(1, Ordering::Relaxed);
+        let error = match event {
+            Ok(event) => {
+                if let Event::ConnAck { .. } = event {
+                    last_error.clear();
                 }
-                connected = true;
-                last_error.clear();
-                backoff.reset();
-                if events.send(DriverEvent::Connected).is_err() {
+                if !driver.on_event(event).await {
                     return;
                 }
+                continue;
             }
-            Ok(Event::PubAck { pkid, refused }) => {
-                let _ = events.send(DriverEvent::PubAck { pkid, refused });
-            }
-            Ok(Event::SubscribeRefused(reason)) => {
-                error!(session = %name, reason, "the broker refused the command subscription; this machine receives no commands (check the broker's ACL)");
-            }
-            Ok(Event::Publish(publish)) => {
-                if let Some(commands) = &commands {
-                    // Back-pressure: a flood of commands slows reading from
-                    // the broker, never the serial side.
-                    if commands.send(publish).await.is_err() {
-                        return;
-                    }
-                }
-            }
-            Ok(Event::Published(pkid)) => {
-                let _ = events.send(DriverEvent::Published(pkid));
-            }
-            Ok(Event::DisconnectSent) => {
-                debug!(session = %name, "MQTT disconnect sent");
+            Err(error) => error,
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        // rumqttc reads packets in bursts: those read before the connection
+        // broke are still queued, and would otherwise come out after the
+        // next CONNACK, too late to count for this connection.
+        for event in eventloop.take_buffered() {
+            if !driver.on_event(event).await {
                 return;
             }
-            Ok(Event::Other(event)) => debug!(session = %name, event, "MQTT"),
-            Err(error) => {
-                if shutdown.is_cancelled() {
-                    return;
+        }
+        // Only a connection that lasted starts the backoff over: a broker
+        // that accepts and then drops the session at once (a client id
+        // taken over by another gateway, Mosquitto refusing a publish) must
+        // not be hammered every 200 ms.
+        if let Some(at) = driver.connected_at.take() {
+            if at.elapsed() >= STABLE {
+                backoff.reset();
+            }
+            let (tx, rx) = oneshot::channel();
+            if driver.events.send(DriverEvent::Disconnected(tx)).is_err() {
+                return;
+            }
+            let _ = rx.await;
+        }
+        let message = describe(&error);
+        // One line per distinct failure, not one per retry: a broker that
+        // stays down must not flood the journal.
+        if message != last_error {
+            warn!(session = %driver.name, error = %message, "MQTT connection failed; retrying with backoff");
+            last_error = message;
+        }
+        eventloop.discard_pending();
+        let delay = backoff.next_delay();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+struct Driver {
+    name: String,
+    reconnects: Arc<AtomicU64>,
+    events: mpsc::UnboundedSender<DriverEvent>,
+    commands: Option<mpsc::Sender<Inbound>>,
+    /// Set while connected.
+    connected_at: Option<Instant>,
+    ever_connected: bool,
+}
+
+impl Driver {
+    /// False when the session is over (DISCONNECT sent, or the sender or
+    /// router gone).
+    async fn on_event(&mut self, event: Event) -> bool {
+        let name = &self.name;
+        match event {
+            Event::ConnAck { session_present } => {
+                info!(session = %name, session_present, "MQTT connected");
+                if std::mem::replace(&mut self.ever_connected, true) {
+                    self.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
-                let message = describe(&error);
-                // One line per distinct failure, not one per retry: a broker
-                // that stays down must not flood the journal.
-                if message != last_error {
-                    warn!(session = %name, error = %message, "MQTT connection failed; retrying with backoff");
-                    last_error = message;
-                }
-                if connected {
-                    connected = false;
-                    let (tx, rx) = oneshot::channel();
-                    if events.send(DriverEvent::Disconnected(tx)).is_err() {
-                        return;
-                    }
-                    let _ = rx.await;
-                }
-                eventloop.discard_pending();
-                let delay = backoff.next_delay();
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
+                self.connected_at = Some(Instant::now());
+                return self.events.send(DriverEvent::Connected).is_ok();
+            }
+            Event::PubAck { pkid, refused } => {
+                let _ = self.events.send(DriverEvent::PubAck { pkid, refused });
+            }
+            Event::SubscribeRefused(reason) => {
+                error!(session = %name, reason, "the broker refused the command subscription; this machine receives no commands (check the broker's ACL)");
+            }
+            Event::Publish(publish) => {
+                if let Some(commands) = &self.commands {
+                    // Back-pressure: a flood of commands slows reading from
+                    // the broker, never the serial side.
+                    return commands.send(publish).await.is_ok();
                 }
             }
+            Event::Published(pkid) => {
+                let _ = self.events.send(DriverEvent::Published(pkid));
+            }
+            Event::DisconnectSent => {
+                debug!(session = %name, "MQTT disconnect sent");
+                return false;
+            }
+            Event::Other(event) => debug!(session = %name, event, "MQTT"),
         }
+        true
     }
 }
 

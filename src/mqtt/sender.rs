@@ -1,7 +1,7 @@
 //! The task that owns rumqttc's `AsyncClient`: outbox draining with PUBACK
 //! tracking, status and telemetry publishing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,8 +58,11 @@ struct Tracking {
     /// While disconnected: the latest telemetry per topic.
     latest: HashMap<String, OutItem>,
     /// Outbox items the broker refused (MQTT 5 PUBACK reason code) since the
-    /// last retry; they stay in the outbox.
-    refused: usize,
+    /// last retry. They stay in the outbox, and are held back until the
+    /// retry, also across reconnects: Mosquitto 2.0 drops an MQTT 5 client
+    /// right after refusing its QoS 1 publish, so sending them again at
+    /// every connect would make the session flap.
+    held: BTreeSet<u64>,
     /// The last refusal reason logged, so a broker that keeps refusing
     /// logs once per reason, not once per item.
     last_refusal: String,
@@ -72,8 +75,6 @@ impl Tracking {
         self.inflight.clear();
         self.cursor = None;
         self.outstanding = 0;
-        // Everything not acknowledged is published again anyway.
-        self.refused = 0;
     }
 }
 
@@ -107,18 +108,19 @@ impl Sender {
                     }
                     self.flush_acks(&mut t).await;
                     self.fill(&mut t);
-                    if t.refused > 0 && !retry_armed {
+                    if !t.held.is_empty() && !retry_armed {
                         retry_armed = true;
                         retry.as_mut().reset(tokio::time::Instant::now() + retry_backoff.next_delay());
+                    } else if t.held.is_empty() && t.outstanding == 0 {
+                        // The last retry went through.
+                        retry_backoff.reset();
                     }
                 }
                 _ = &mut retry, if retry_armed => {
                     retry_armed = false;
-                    if t.refused == 0 {
-                        // A reconnect has published them again already.
-                        retry_backoff.reset();
-                    } else if !self.retry_refused(&mut t) {
-                        // Still waiting for other acknowledgements: soon.
+                    if !self.retry_refused(&mut t) {
+                        // Still waiting for other acknowledgements, or for
+                        // the broker: soon.
                         retry_armed = true;
                         retry.as_mut().reset(tokio::time::Instant::now() + RETRY_MIN);
                     }
@@ -186,7 +188,7 @@ impl Sender {
                 let tag = t.inflight.remove(&pkid);
                 if let Some(Tag::Outbox(id)) = tag {
                     t.outstanding = t.outstanding.saturating_sub(1);
-                    t.refused += 1;
+                    t.held.insert(id);
                     if reason != t.last_refusal {
                         warn!(session = %self.spec.name, id, reason, "the broker refused a publish; it stays in the outbox and is published again later");
                         t.last_refusal = reason;
@@ -240,6 +242,10 @@ impl Sender {
                 return;
             }
             for (id, item) in items {
+                if t.held.contains(&id) {
+                    t.cursor = Some(id);
+                    continue;
+                }
                 if !self.publish(t, item, Tag::Outbox(id)) {
                     return;
                 }
@@ -252,13 +258,13 @@ impl Sender {
     /// Publishes the refused items again: once nothing else is awaiting
     /// its PUBACK, every outbox item before the cursor is a refused one, so
     /// starting over from the outbox's head re-sends exactly those (and then
-    /// goes on in order). False while other publishes are outstanding.
+    /// goes on in order). False while that moment has not come.
     fn retry_refused(&mut self, t: &mut Tracking) -> bool {
         if !t.connected || t.outstanding > 0 || !t.acked.is_empty() {
             return false;
         }
-        debug!(session = %self.spec.name, refused = t.refused, "publishing refused items again");
-        t.refused = 0;
+        debug!(session = %self.spec.name, refused = t.held.len(), "publishing refused items again");
+        t.held.clear();
         t.cursor = None;
         self.fill(t);
         true

@@ -46,7 +46,7 @@ pub struct Broker {
     extra: String,
 }
 
-fn mosquitto_path() -> Option<PathBuf> {
+pub fn mosquitto_path() -> Option<PathBuf> {
     [
         "/usr/sbin/mosquitto",
         "/usr/bin/mosquitto",
@@ -158,6 +158,24 @@ impl Broker {
         self.dir.path().join("mosquitto.log")
     }
 
+    /// The ACL file of a broker made by `with_auth` with an ACL: rewrite it,
+    /// then `reload`.
+    pub fn acl_path(&self) -> PathBuf {
+        self.dir.path().join("acl")
+    }
+
+    /// SIGHUP: Mosquitto reloads its password and ACL files, keeping its
+    /// connections (only Mosquitto can reload).
+    pub fn reload(&self) {
+        let child = self.child.as_ref().expect("reload needs Mosquitto");
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill -HUP");
+        assert!(status.success(), "kill -HUP mosquitto: {status}");
+    }
+
     fn start_mosquitto(&mut self) {
         let conf = self.dir.path().join("mosquitto.conf");
         std::fs::write(
@@ -233,6 +251,21 @@ pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> 
         ));
     }
     text
+}
+
+/// `config` (from `config_yaml`) with `mqtt.version` set: 3 = MQTT 3.1.1,
+/// 5 = MQTT 5.
+pub fn with_mqtt_version(config: &str, version: u8) -> String {
+    const KEEP_ALIVE: &str = "  keep_alive: 5s\n";
+    assert!(
+        config.contains(KEEP_ALIVE),
+        "not a config_yaml config: {config}"
+    );
+    config.replacen(
+        KEEP_ALIVE,
+        &format!("{KEEP_ALIVE}  version: {version}\n"),
+        1,
+    )
 }
 
 impl Gateway {
@@ -620,6 +653,16 @@ pub async fn rig_with(script: Script, extra: &str) -> Rig {
 
 /// Like `rig_with`, with `args` for `vendgate run` (e.g. `--metrics-listen`).
 pub async fn rig_with_args(script: Script, extra: &str, args: &[&str]) -> Rig {
+    rig_full(script, extra, args, None).await
+}
+
+/// Like `rig`, with the gateway speaking MQTT 5 (`mqtt.version: 5`).
+pub async fn rig_v5(script: Script) -> Rig {
+    rig_full(script, "", &[], Some(5)).await
+}
+
+/// `rig_with_args` with `mqtt.version` set when `version` is given.
+async fn rig_full(script: Script, extra: &str, args: &[&str], version: Option<u8>) -> Rig {
     let broker = Broker::start();
     let client = Client::connect(broker.port, "vending/#").await;
     let board = TestBoard::start(script);
@@ -629,6 +672,9 @@ pub async fn rig_with_args(script: Script, extra: &str, args: &[&str]) -> Rig {
         &dir.path().join("store"),
         &[("vm-001", &board.path)],
     );
+    if let Some(version) = version {
+        config = with_mqtt_version(&config, version);
+    }
     config.push_str(extra);
     let gateway = Gateway::start_with_args(dir.path(), &config, args);
     let mut rig = Rig {
