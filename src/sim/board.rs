@@ -232,10 +232,35 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
         }
     }
 
+    /// Every exchange starts at the board (VMC spec §3), so whatever is
+    /// still unread when it starts one answers an exchange that is over:
+    /// typically the second ACK of a data frame the board retransmitted
+    /// while the first ACK was on its way. Reading it as the answer to the
+    /// new POLL would leave the board one answer behind from then on.
+    async fn drop_stale_input(&mut self) -> std::io::Result<()> {
+        loop {
+            match tokio::time::timeout(Duration::ZERO, self.port.read_buf(&mut self.buf)).await {
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => break,
+            }
+        }
+        if !self.buf.is_empty() {
+            debug!(
+                bytes = self.buf.len(),
+                "simulator: dropped input left from an earlier exchange"
+            );
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
     async fn poll(&mut self) -> std::io::Result<()> {
         let Some(poll) = self.profile.link.poll.clone() else {
             return Ok(());
         };
+        self.drop_stale_input().await?;
         self.write(&Frame {
             address: None,
             code: poll,
@@ -362,6 +387,9 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
             ..frame
         };
         let wait = self.profile.link.retry_after;
+        if self.profile.link.mode == LinkMode::DevicePolls {
+            self.drop_stale_input().await?;
+        }
         for _attempt in 0..=self.profile.link.retries {
             self.write(&frame).await?;
             if self.profile.link.ack.is_none() {
@@ -383,5 +411,127 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
         }
         self.emit(BoardEvent::DataAbandoned { message: name });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tokio::io::DuplexStream;
+
+    use super::*;
+
+    struct Host {
+        port: DuplexStream,
+        codec: FrameCodec,
+        buf: BytesMut,
+        profile: Arc<Profile>,
+    }
+
+    impl Host {
+        async fn read(&mut self) -> Frame {
+            loop {
+                if let Some(frame) = self.codec.decode(&mut self.buf).unwrap() {
+                    return frame;
+                }
+                let n =
+                    tokio::time::timeout(Duration::from_secs(5), self.port.read_buf(&mut self.buf))
+                        .await
+                        .expect("the board speaks within 5 s")
+                        .unwrap();
+                assert!(n > 0, "the board hung up");
+            }
+        }
+
+        async fn write(&mut self, code: Option<FrameCode>, payload: &[u8]) {
+            let frame = Frame {
+                address: None,
+                code: code.expect("the VMC profile has this code"),
+                payload: Bytes::copy_from_slice(payload),
+            };
+            let mut out = BytesMut::new();
+            self.codec.encode(&frame, &mut out).unwrap();
+            self.port.write_all(&out).await.unwrap();
+        }
+
+        async fn ack(&mut self) {
+            self.write(self.profile.link.ack.clone(), &[]).await;
+        }
+    }
+
+    /// The second ACK of a data frame the board retransmitted must not be
+    /// taken for the answer to its next POLL: then every answer would be
+    /// read one POLL late and a command in it taken for something else.
+    #[tokio::test]
+    async fn a_late_second_ack_does_not_put_the_board_one_answer_behind() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("device-profiles");
+        let profile = Arc::new(Profile::resolve(&dir, "vmc-upper-computer").unwrap());
+        let (board_end, host_end) = tokio::io::duplex(4096);
+        let (board, mut handle) = Board::new(profile.clone(), Script::default(), board_end);
+        let task = tokio::spawn(board.run());
+        let mut host = Host {
+            port: host_end,
+            codec: FrameCodec::new(&profile.framing),
+            buf: BytesMut::new(),
+            profile: profile.clone(),
+        };
+        let poll = profile.link.poll.clone();
+        assert_eq!(Some(host.read().await.code), poll);
+        host.ack().await;
+        // A data frame, ACKed twice (the original and its retransmission).
+        handle
+            .control
+            .send(Control::Send {
+                message: "credit".into(),
+                values: json!({"amount": 0}).as_object().cloned().unwrap(),
+            })
+            .await
+            .unwrap();
+        let data = loop {
+            let frame = host.read().await;
+            if Some(&frame.code) != poll.as_ref() {
+                break frame;
+            }
+            host.ack().await;
+        };
+        host.ack().await;
+        host.ack().await;
+        // The next POLL is answered with a command: the board must take it.
+        loop {
+            let frame = host.read().await;
+            if Some(&frame.code) == poll.as_ref() {
+                break;
+            }
+            assert_eq!(frame, data, "only the data frame may be repeated");
+        }
+        let set_price = profile.command("set_price").unwrap();
+        let body = set_price
+            .encode(json!({"selection": 11, "price": 150}).as_object().unwrap())
+            .unwrap();
+        let mut payload = vec![42u8];
+        payload.extend_from_slice(&body);
+        host.write(Some(set_price.code.clone()), &payload).await;
+        assert_eq!(
+            Some(host.read().await.code),
+            profile.link.ack,
+            "the command is ACKed"
+        );
+        let mut events = Vec::new();
+        while let Ok(event) = handle.events.try_recv() {
+            events.push(event);
+        }
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, BoardEvent::Command { name, .. } if name == "set_price")),
+            "{events:?}"
+        );
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, BoardEvent::Unexpected(_))),
+            "{events:?}"
+        );
+        task.abort();
     }
 }
