@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use common::{config_yaml, repo, Broker, Client, Gateway, Msg};
+use common::{config_yaml, repo, with_mqtt_version, Broker, Client, Gateway, Msg};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Decoder, Encoder};
@@ -585,7 +585,13 @@ async fn bench() {
     let (board, path) = start_board();
     let dir = tempfile::tempdir().expect("tempdir");
     let store_dir = dir.path().join("store");
-    let config = config_yaml(broker.port, &store_dir, &[("vm-001", &path)]);
+    let mut config = config_yaml(broker.port, &store_dir, &[("vm-001", &path)]);
+    // BENCH_MQTT_VERSION=5: the same figures with the gateway on MQTT 5.
+    let version = env_num("BENCH_MQTT_VERSION", 3);
+    if version != 3 {
+        config = with_mqtt_version(&config, version as u8);
+    }
+    t.row("gateway MQTT version", version, "");
     let mut gateway = Gateway::start(dir.path(), &config);
     let pid = gateway.pid();
     client
