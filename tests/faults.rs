@@ -352,12 +352,7 @@ async fn a_broker_refusing_credentials_is_retried_with_backoff_and_loses_nothing
         &dir.path().join("store"),
         &[("vm-001", &board.path)],
     );
-    let with_password = |password: &str| {
-        base.replace(
-            "  keep_alive: 5s\n",
-            &format!("  keep_alive: 5s\n  username: gw\n  password: {password}\n"),
-        )
-    };
+    let with_password = |password: &str| with_login(&base, "gw", password);
     let mut gateway = Gateway::start(dir.path(), &with_password("wrong-password"));
     // The machine's events are ACKed (durable) while the broker refuses us.
     for amount in 1..=5u32 {
@@ -416,14 +411,14 @@ async fn the_gateway_works_within_a_per_machine_acl() {
     let mut biz = Client::connect_as(broker.port, "vending/#", Some(("biz", "biz-pass"))).await;
     let mut board = TestBoard::start(Script::default());
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = config_yaml(
-        broker.port,
-        &dir.path().join("store"),
-        &[("vm-001", &board.path)],
-    )
-    .replace(
-        "  keep_alive: 5s\n",
-        "  keep_alive: 5s\n  username: gw\n  password: gw-pass\n",
+    let config = with_login(
+        &config_yaml(
+            broker.port,
+            &dir.path().join("store"),
+            &[("vm-001", &board.path)],
+        ),
+        "gw",
+        "gw-pass",
     );
     let _gateway = Gateway::start(dir.path(), &config);
     biz.expect(SECS(10), "gateway online", |m| {

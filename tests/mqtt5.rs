@@ -24,7 +24,6 @@ use tokio::sync::mpsc;
 use vendgate::sim::{BoardEvent, Script};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
-const BATCH: &str = "vending/vm-001/cmd/batch";
 const MONEY: &str = "vending/vm-001/event/money_collected";
 /// `mosquitto_sub -F`: retain flag, topic, correlation data, payload.
 const FORMAT: &str = "%r|%t|%D|%p";
@@ -276,82 +275,6 @@ fn assert_reply(reply: &Reply, topic: &str, correlation: &str) {
         "the correlation data of the request: {reply:?}"
     );
     assert!(!reply.retain, "a result is not retained: {reply:?}");
-}
-
-/// `n` set_price steps: selection 1 + i % 999, price 100 + i.
-fn price_steps(n: usize) -> Vec<Value> {
-    (0..n)
-        .map(|i| json!({"cmd": "set_price", "selection": 1 + i % 999, "price": 100 + i}))
-        .collect()
-}
-
-fn batch(id: &str, steps: Vec<Value>) -> String {
-    json!({"id": id, "steps": steps}).to_string()
-}
-
-/// The set_price prices the board received, in order.
-fn prices(events: &[BoardEvent]) -> Vec<u64> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            BoardEvent::Command { name, args, .. } if name == "set_price" => {
-                args.get("price").and_then(Value::as_u64)
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-fn commands(events: &[BoardEvent], wanted: &str) -> usize {
-    events
-        .iter()
-        .filter(|e| matches!(e, BoardEvent::Command { name, .. } if name == wanted))
-        .count()
-}
-
-/// Board events until `n` set_price steps reached the board.
-async fn steps_seen(r: &mut Rig, n: usize) -> Vec<BoardEvent> {
-    let mut seen = Vec::new();
-    while prices(&seen).len() < n {
-        let e = r
-            .board
-            .expect(SECS(10), "a step", |e| {
-                matches!(e, BoardEvent::Command { .. })
-            })
-            .await;
-        seen.push(e);
-    }
-    seen
-}
-
-/// The final (not `running`) result of batch `id` on the result topic.
-async fn final_result(r: &mut Rig, id: &str, within: Duration) -> Value {
-    let topic = format!("{BATCH}/result");
-    let id = id.to_owned();
-    r.client
-        .expect(within, &format!("final result of {id}"), |m| {
-            let v = m.json();
-            m.topic == topic && v["id"] == id.as_str() && v["status"] != "running"
-        })
-        .await
-        .json()
-}
-
-/// Polls every 100 ms from now on (board and gateway).
-async fn fast_polls(r: &mut Rig) {
-    r.client
-        .publish(
-            "vending/vm-001/cmd/set_poll_interval",
-            r#"{"id":"pi","interval_ms":100}"#,
-            false,
-        )
-        .await;
-    let v = r
-        .client
-        .expect_result("vm-001", "set_poll_interval", "pi", SECS(10))
-        .await;
-    assert_eq!(v["status"], "ok", "{v}");
-    r.board.drain(Duration::from_millis(300)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -700,11 +623,8 @@ async fn an_event_refused_by_the_broker_stays_in_the_outbox_until_it_is_allowed(
             &[("vm-001", &board.path)],
         ),
         5,
-    )
-    .replace(
-        "  keep_alive: 5s\n",
-        "  keep_alive: 5s\n  username: gw\n  password: gw-pass\n",
     );
+    let config = with_login(&config, "gw", "gw-pass");
     let gateway = Gateway::start(dir.path(), &config);
     biz.expect_status("vm-001", "online", SECS(10)).await;
     board

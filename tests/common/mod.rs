@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, Incoming, MqttOptions, QoS};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use vendgate::profile::Profile;
 use vendgate::sim::{pty_pair, Board, BoardEvent, Control, Script};
@@ -253,18 +253,27 @@ pub fn config_yaml(broker_port: u16, store: &Path, devices: &[(&str, &str)]) -> 
     text
 }
 
-/// `config` (from `config_yaml`) with `mqtt.version` set: 3 = MQTT 3.1.1,
-/// 5 = MQTT 5.
-pub fn with_mqtt_version(config: &str, version: u8) -> String {
+/// `config` (from `config_yaml`) with `lines` added to its `mqtt:` section
+/// (each indented by two spaces and ending in a newline).
+pub fn with_mqtt(config: &str, lines: &str) -> String {
     const KEEP_ALIVE: &str = "  keep_alive: 5s\n";
     assert!(
         config.contains(KEEP_ALIVE),
         "not a config_yaml config: {config}"
     );
-    config.replacen(
-        KEEP_ALIVE,
-        &format!("{KEEP_ALIVE}  version: {version}\n"),
-        1,
+    config.replacen(KEEP_ALIVE, &format!("{KEEP_ALIVE}{lines}"), 1)
+}
+
+/// `config` with `mqtt.version` set: 3 = MQTT 3.1.1, 5 = MQTT 5.
+pub fn with_mqtt_version(config: &str, version: u8) -> String {
+    with_mqtt(config, &format!("  version: {version}\n"))
+}
+
+/// `config` with the gateway's MQTT username and password.
+pub fn with_login(config: &str, user: &str, password: &str) -> String {
+    with_mqtt(
+        config,
+        &format!("  username: {user}\n  password: {password}\n"),
     )
 }
 
@@ -729,4 +738,84 @@ pub async fn linked_rig() -> LinkedRig {
         link,
         dir,
     }
+}
+
+// ------------------------------------------------------------- batches
+
+/// The batch command topic of the rigs' machine.
+pub const BATCH: &str = "vending/vm-001/cmd/batch";
+
+/// `n` set_price steps: selection 1 + i % 999, price 100 + i.
+pub fn price_steps(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"cmd": "set_price", "selection": 1 + i % 999, "price": 100 + i}))
+        .collect()
+}
+
+pub fn batch(id: &str, steps: Vec<Value>) -> String {
+    json!({"id": id, "steps": steps}).to_string()
+}
+
+/// The set_price prices the board received, in order.
+pub fn prices(events: &[BoardEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            BoardEvent::Command { name, args, .. } if name == "set_price" => {
+                args.get("price").and_then(Value::as_u64)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+pub fn commands<'a>(events: &'a [BoardEvent], wanted: &'a str) -> usize {
+    events
+        .iter()
+        .filter(|e| matches!(e, BoardEvent::Command { name, .. } if name == wanted))
+        .count()
+}
+
+/// Board events until `n` set_price steps reached the board.
+pub async fn steps_seen(r: &mut Rig, n: usize) -> Vec<BoardEvent> {
+    let mut seen = Vec::new();
+    while prices(&seen).len() < n {
+        let e = r
+            .board
+            .expect(Duration::from_secs(10), "a step", |e| {
+                matches!(e, BoardEvent::Command { .. })
+            })
+            .await;
+        seen.push(e);
+    }
+    seen
+}
+
+pub async fn final_result(r: &mut Rig, id: &str, within: Duration) -> Value {
+    let topic = format!("{BATCH}/result");
+    let id = id.to_owned();
+    r.client
+        .expect(within, &format!("final result of {id}"), |m| {
+            let v = m.json();
+            m.topic == topic && v["id"] == id.as_str() && v["status"] != "running"
+        })
+        .await
+        .json()
+}
+
+/// Polls every 100 ms from now on (board and gateway).
+pub async fn fast_polls(r: &mut Rig) {
+    r.client
+        .publish(
+            "vending/vm-001/cmd/set_poll_interval",
+            r#"{"id":"pi","interval_ms":100}"#,
+            false,
+        )
+        .await;
+    let v = r
+        .client
+        .expect_result("vm-001", "set_poll_interval", "pi", Duration::from_secs(5))
+        .await;
+    assert_eq!(v["status"], "ok", "{v}");
+    r.board.drain(Duration::from_millis(300)).await;
 }
