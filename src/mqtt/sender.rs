@@ -83,6 +83,42 @@ impl Tracking {
 const RETRY_MIN: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(300);
 
+/// The timer of the next retry of refused items.
+struct Retry {
+    backoff: Backoff,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: bool,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry {
+            backoff: Backoff::new(RETRY_MIN, RETRY_MAX),
+            timer: Box::pin(tokio::time::sleep(Duration::MAX)),
+            armed: false,
+        }
+    }
+
+    fn arm(&mut self, delay: Duration) {
+        self.armed = true;
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + delay);
+    }
+
+    /// After a round of acknowledgements: items refused and no retry
+    /// planned yet arm one, each later than the last; once a retry went
+    /// through, the next refusal starts from the shortest delay again.
+    fn update(&mut self, t: &Tracking) {
+        if !t.held.is_empty() && !self.armed {
+            let delay = self.backoff.next_delay();
+            self.arm(delay);
+        } else if t.held.is_empty() && t.outstanding == 0 {
+            self.backoff.reset();
+        }
+    }
+}
+
 impl Sender {
     pub(super) async fn run(mut self) {
         let mut t = Tracking {
@@ -90,10 +126,7 @@ impl Sender {
             ..Tracking::default()
         };
         let mut alive = tokio::time::interval(Duration::from_millis(200));
-        let mut retry_backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
-        let retry = tokio::time::sleep(Duration::MAX);
-        tokio::pin!(retry);
-        let mut retry_armed = false;
+        let mut retry = Retry::new();
         loop {
             tokio::select! {
                 biased;
@@ -108,21 +141,14 @@ impl Sender {
                     }
                     self.flush_acks(&mut t).await;
                     self.fill(&mut t);
-                    if !t.held.is_empty() && !retry_armed {
-                        retry_armed = true;
-                        retry.as_mut().reset(tokio::time::Instant::now() + retry_backoff.next_delay());
-                    } else if t.held.is_empty() && t.outstanding == 0 {
-                        // The last retry went through.
-                        retry_backoff.reset();
-                    }
+                    retry.update(&t);
                 }
-                _ = &mut retry, if retry_armed => {
-                    retry_armed = false;
+                _ = retry.timer.as_mut(), if retry.armed => {
+                    retry.armed = false;
                     if !self.retry_refused(&mut t) {
                         // Still waiting for other acknowledgements, or for
                         // the broker: soon.
-                        retry_armed = true;
-                        retry.as_mut().reset(tokio::time::Instant::now() + RETRY_MIN);
+                        retry.arm(RETRY_MIN);
                     }
                 }
                 _ = self.shutdown.cancelled() => {
