@@ -285,4 +285,30 @@ mod tests {
             ConnectionError::V4(E4::Io(io::Error::from(io::ErrorKind::ConnectionRefused)));
         assert!(describe(&refused).starts_with("network error: "));
     }
+
+    #[test]
+    fn refusals_and_server_disconnects_say_what_to_check() {
+        use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, DisconnectReasonCode};
+        use rumqttc::v5::{ConnectionError as E5, StateError as S5};
+        let v3_broker = ConnectionError::V5(E5::ConnectionRefused(
+            ConnectReturnCode::UnsupportedProtocolVersion,
+        ));
+        assert!(
+            describe(&v3_broker).contains("does not speak the MQTT version of mqtt.version"),
+            "{}",
+            describe(&v3_broker)
+        );
+        let bad_login = ConnectionError::V4(E4::ConnectionRefused(
+            rumqttc::ConnectReturnCode::BadUserNamePassword,
+        ));
+        assert!(describe(&bad_login).contains("check the credentials"));
+        let taken_over = ConnectionError::V5(E5::MqttState(S5::ServerDisconnect {
+            reason_code: DisconnectReasonCode::SessionTakenOver,
+            reason_string: Some("client id in use".into()),
+        }));
+        assert_eq!(
+            describe(&taken_over),
+            "the broker ended the session (SessionTakenOver: client id in use)"
+        );
+    }
 }
