@@ -388,6 +388,31 @@ async fn wss_with_a_ca_file_comes_online_and_publishes() {
     online_and_event(&mut client, &board, &gateway).await;
 }
 
+/// MQTT 5 takes the same transports: over wss, with the broker's CA.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt5_over_wss_comes_online_and_publishes() {
+    let pki = Pki::new();
+    let wss_port = free_port();
+    let options = format!("protocol websockets\n{}", pki.listener(false));
+    let Some(broker) = mosquitto_or_skip(Broker::with_listener(wss_port, &options)) else {
+        return;
+    };
+    let mut client = Client::connect(broker.port, "vending/#").await;
+    let board = TestBoard::start(Script::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("wss://localhost:{wss_port}/mqtt");
+    let tls = [ca_file(pki.path("ca.pem"))];
+    let store = dir.path().join("store");
+    let config = with_mqtt_version(&config(&broker, &store, &board.path, &url, &tls), 5);
+    let gateway = Gateway::start(dir.path(), &config);
+    online_and_event(&mut client, &board, &gateway).await;
+    let log = std::fs::read_to_string(broker.log_path()).unwrap_or_default();
+    assert!(
+        log.contains("as vm-001 (p5,"),
+        "the gateway's session is MQTT 5 (protocol level 5): {log}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bad_tls_file_is_a_config_error() {
     let pki = Pki::new();
