@@ -140,7 +140,7 @@ impl Gateway {
         gateway.availability.send_replace(Availability::Online);
         sessions.extend(gateway.tasks);
         let gateway_availability = gateway.availability;
-        let mut health = Health::new(store.clone(), gateway.reconnects);
+        let mut health = Health::new(store.clone(), gateway.counters);
 
         for device in &config.devices {
             let Some(profile) = profiles.get(&device.profile).cloned() else {
@@ -196,7 +196,7 @@ impl Gateway {
                 commands: device_rx,
                 queued,
                 heartbeat: liveness.register(format!("device {machine}")),
-                health: health.add_machine(machine, session.reconnects),
+                health: health.add_machine(machine, session.counters),
             };
             devices.push(tokio::spawn(device::run(ctx, shutdown.clone())));
         }

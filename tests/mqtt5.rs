@@ -624,7 +624,7 @@ async fn an_event_refused_by_the_broker_stays_in_the_outbox_until_it_is_allowed(
         ),
         5,
     );
-    let config = with_login(&config, "gw", "gw-pass");
+    let config = with_login(&config, "gw", "gw-pass") + "health:\n  interval: 1s\n";
     let gateway = Gateway::start(dir.path(), &config);
     biz.expect_status("vm-001", "online", SECS(10)).await;
     board
@@ -652,6 +652,14 @@ async fn an_event_refused_by_the_broker_stays_in_the_outbox_until_it_is_allowed(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Counted in the health report.
+    biz.expect(SECS(10), "a health report counting the refusal", |m| {
+        m.topic == "vending/gateways/gw-test/health"
+            && m.json()["machines"]["vm-001"]["mqtt_refused"]
+                .as_u64()
+                .is_some_and(|n| n >= 1)
+    })
+    .await;
     let early: Vec<String> = biz
         .drain(SECS(3))
         .await

@@ -28,7 +28,7 @@ pub use prometheus::render as render_prometheus;
 pub use report::{publish, render_json};
 
 use crate::codec::CodecStats;
-use crate::mqtt::Availability;
+use crate::mqtt::{Availability, SessionCounters};
 use crate::store::{Store, StoreStats};
 
 /// Upper bounds of the latency buckets in µs (1-2-5 log scale, 10 µs to
@@ -120,16 +120,15 @@ pub struct MachineHealth {
     skipped_bytes: AtomicU64,
     retransmissions: AtomicU64,
     poll_latency: Histogram,
-    mqtt_reconnects: Arc<AtomicU64>,
+    mqtt: Arc<SessionCounters>,
     link: Mutex<LinkState>,
     /// Wakes the health publisher on a link state change.
     changed: Arc<Notify>,
 }
 
 impl MachineHealth {
-    /// `mqtt_reconnects` is the machine session's counter (see
-    /// `SessionHandle::reconnects`).
-    pub fn new(mqtt_reconnects: Arc<AtomicU64>, changed: Arc<Notify>) -> MachineHealth {
+    /// `mqtt` are the machine session's counters.
+    pub fn new(mqtt: Arc<SessionCounters>, changed: Arc<Notify>) -> MachineHealth {
         MachineHealth {
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
@@ -138,7 +137,7 @@ impl MachineHealth {
             skipped_bytes: AtomicU64::new(0),
             retransmissions: AtomicU64::new(0),
             poll_latency: Histogram::default(),
-            mqtt_reconnects,
+            mqtt,
             link: Mutex::new(LinkState {
                 online: false,
                 last_offline_reason: Some("starting"),
@@ -204,26 +203,26 @@ impl MachineHealth {
 pub struct Health {
     started: Instant,
     machines: Vec<(String, Arc<MachineHealth>)>,
-    gateway_reconnects: Arc<AtomicU64>,
+    gateway_mqtt: Arc<SessionCounters>,
     store: Store,
     changed: Arc<Notify>,
 }
 
 impl Health {
-    pub fn new(store: Store, gateway_reconnects: Arc<AtomicU64>) -> Health {
+    pub fn new(store: Store, gateway_mqtt: Arc<SessionCounters>) -> Health {
         Health {
             started: Instant::now(),
             machines: Vec::new(),
-            gateway_reconnects,
+            gateway_mqtt,
             store,
             changed: Arc::new(Notify::new()),
         }
     }
 
-    /// Registers a machine (its MQTT session's reconnect counter) and
-    /// returns the counters its device task updates.
-    pub fn add_machine(&mut self, machine: &str, reconnects: Arc<AtomicU64>) -> Arc<MachineHealth> {
-        let counters = Arc::new(MachineHealth::new(reconnects, self.changed.clone()));
+    /// Registers a machine (its MQTT session's counters) and returns the
+    /// counters its device task updates.
+    pub fn add_machine(&mut self, machine: &str, mqtt: Arc<SessionCounters>) -> Arc<MachineHealth> {
+        let counters = Arc::new(MachineHealth::new(mqtt, self.changed.clone()));
         self.machines.push((machine.to_owned(), counters.clone()));
         counters
     }
@@ -250,7 +249,8 @@ impl Health {
                 // A store that cannot be read is reported by the device task
                 // and the sender; here it only makes the depth unknown.
                 outbox_depth: self.store.outbox_len(id).ok(),
-                mqtt_reconnects: m.mqtt_reconnects.load(Ordering::Relaxed),
+                mqtt_reconnects: m.mqtt.reconnects.load(Ordering::Relaxed),
+                mqtt_refused: m.mqtt.refused.load(Ordering::Relaxed),
             })
             .collect();
         Snapshot {
@@ -259,7 +259,7 @@ impl Health {
             ts: Utc::now(),
             machines,
             store: self.store.stats(),
-            mqtt_reconnects: self.gateway_reconnects.load(Ordering::Relaxed),
+            mqtt_reconnects: self.gateway_mqtt.reconnects.load(Ordering::Relaxed),
         }
     }
 }
@@ -290,6 +290,8 @@ pub struct MachineSnapshot {
     /// Items in the machine's outbox; `None` if the store could not be read.
     pub outbox_depth: Option<u64>,
     pub mqtt_reconnects: u64,
+    /// Publishes the broker refused (MQTT 5 reason codes).
+    pub mqtt_refused: u64,
 }
 
 #[cfg(test)]

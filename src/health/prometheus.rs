@@ -35,7 +35,7 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(out, "vendgate_uptime_seconds {}", s.uptime.as_secs());
 
-    let per_machine: [PerMachine; 9] = [
+    let per_machine: [PerMachine; 10] = [
         (
             "vendgate_link_up",
             "gauge",
@@ -89,6 +89,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "MQTT reconnects of the machine's session (the first connect not counted).",
             |m| Some(m.mqtt_reconnects),
+        ),
+        (
+            "vendgate_mqtt_refused_total",
+            "counter",
+            "Publishes the broker refused with an MQTT 5 reason code; each is kept in the outbox and published again.",
+            |m| Some(m.mqtt_refused),
         ),
     ];
     for (name, kind, help, value) in per_machine {

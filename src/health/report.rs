@@ -20,7 +20,7 @@ use crate::store::{ItemClass, OutItem};
 ///     "link":"online","last_offline_reason":"link_lost","since":"2026-11-22T09:28:00.000Z",
 ///     "frames_in":812,"frames_out":815,"checksum_errors":1,"resyncs":1,"skipped_bytes":9,
 ///     "retransmissions":0,"polls_answered":800,"poll_latency_us":{"p50":180,"p99":950},
-///     "outbox_depth":0,"mqtt_reconnects":0}},
+///     "outbox_depth":0,"mqtt_reconnects":0,"mqtt_refused":0}},
 ///  "outbox":{"bytes":0,"dropped":{"telemetry":0,"results":0,"events":0}},
 ///  "mqtt_reconnects":0}
 /// ```
@@ -52,6 +52,7 @@ pub fn render_json(s: &Snapshot) -> Value {
                 },
                 "outbox_depth": m.outbox_depth,
                 "mqtt_reconnects": m.mqtt_reconnects,
+                "mqtt_refused": m.mqtt_refused,
             }),
         );
     }

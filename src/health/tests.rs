@@ -99,6 +99,7 @@ fn snapshot() -> Snapshot {
             poll_latency: h.snapshot(),
             outbox_depth: Some(4),
             mqtt_reconnects: 5,
+            mqtt_refused: 8,
         }],
         store,
         mqtt_reconnects: 6,
@@ -120,6 +121,7 @@ fn prometheus_text_has_help_type_and_labelled_samples() {
         "vendgate_link_up{machine=\"vm-001\"} 1",
         "vendgate_outbox_items{machine=\"vm-001\"} 4",
         "vendgate_mqtt_reconnects_total{machine=\"vm-001\"} 5",
+        "vendgate_mqtt_refused_total{machine=\"vm-001\"} 8",
         "# TYPE vendgate_poll_answer_latency_seconds histogram",
         "vendgate_poll_answer_latency_seconds_bucket{machine=\"vm-001\",le=\"0.0001\"} 0",
         "vendgate_poll_answer_latency_seconds_bucket{machine=\"vm-001\",le=\"0.0002\"} 2",
@@ -195,6 +197,7 @@ fn json_document_has_the_documented_shape() {
     assert!(m["poll_latency_us"]["p99"].as_u64().unwrap() > 2_000);
     assert_eq!(m["outbox_depth"], 4);
     assert_eq!(m["mqtt_reconnects"], 5);
+    assert_eq!(m["mqtt_refused"], 8);
     assert_eq!(doc["outbox"]["bytes"], 512);
     assert_eq!(doc["outbox"]["dropped"]["events"], 2);
     assert_eq!(doc["mqtt_reconnects"], 6);

@@ -1,6 +1,6 @@
 //! The task that owns rumqttc's `EventLoop`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::client::{ConnectionError, Event, EventLoop, Inbound};
-use super::{Backoff, DriverEvent};
+use super::{Backoff, DriverEvent, SessionCounters};
 
 /// How long a connection must have lasted for the next reconnect to start
 /// again from the shortest delay.
@@ -18,14 +18,14 @@ const STABLE: Duration = Duration::from_secs(10);
 pub(super) async fn run(
     name: String,
     mut eventloop: EventLoop,
-    reconnects: Arc<AtomicU64>,
+    counters: Arc<SessionCounters>,
     events: mpsc::UnboundedSender<DriverEvent>,
     commands: Option<mpsc::Sender<Inbound>>,
     shutdown: CancellationToken,
 ) {
     let mut driver = Driver {
         name,
-        reconnects,
+        counters,
         events,
         commands,
         connected_at: None,
@@ -96,7 +96,7 @@ pub(super) async fn run(
 
 struct Driver {
     name: String,
-    reconnects: Arc<AtomicU64>,
+    counters: Arc<SessionCounters>,
     events: mpsc::UnboundedSender<DriverEvent>,
     commands: Option<mpsc::Sender<Inbound>>,
     /// Set while connected.
@@ -113,7 +113,7 @@ impl Driver {
             Event::ConnAck { session_present } => {
                 info!(session = %name, session_present, "MQTT connected");
                 if std::mem::replace(&mut self.ever_connected, true) {
-                    self.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
                 }
                 self.connected_at = Some(Instant::now());
                 return self.events.send(DriverEvent::Connected).is_ok();

@@ -118,8 +118,7 @@ pub struct SessionHandle {
     pub telemetry: mpsc::Sender<OutItem>,
     /// Command publishes received on this session.
     pub commands: Option<mpsc::Receiver<Inbound>>,
-    /// Reconnects of this session (the first connect is not counted).
-    pub reconnects: Arc<AtomicU64>,
+    pub counters: Arc<SessionCounters>,
     pub tasks: Vec<JoinHandle<()>>,
 }
 
@@ -139,6 +138,16 @@ pub const MAX_INCOMING_PACKET: usize = 4 * 1024 * 1024;
 /// The largest packet the gateway publishes; results and events are far
 /// smaller.
 const MAX_OUTGOING_PACKET: usize = 1024 * 1024;
+
+/// What a session counts, for the health report.
+#[derive(Debug, Default)]
+pub struct SessionCounters {
+    /// Reconnects (the first connect is not counted).
+    pub reconnects: AtomicU64,
+    /// Outbox publishes the broker refused with an MQTT 5 reason code (each
+    /// refusal; the item stays in the outbox and is published again).
+    pub refused: AtomicU64,
+}
 
 /// Capped exponential backoff with jitter, for reconnects and reopens.
 #[derive(Debug, Clone)]
@@ -191,11 +200,11 @@ pub fn spawn_session(
     let (availability, availability_rx) =
         watch::channel(Availability::offline(OfflineReason::Starting));
     let outbox_ready = Arc::new(Notify::new());
-    let reconnects = Arc::new(AtomicU64::new(0));
+    let counters = Arc::new(SessionCounters::default());
     let driver = tokio::spawn(driver::run(
         spec.name.clone(),
         eventloop,
-        reconnects.clone(),
+        counters.clone(),
         events_tx,
         spec.subscribe.is_some().then_some(commands_tx),
         shutdown.clone(),
@@ -212,6 +221,7 @@ pub fn spawn_session(
             events: events_rx,
             heartbeat,
             shutdown,
+            counters: counters.clone(),
         }
         .run(),
     );
@@ -220,7 +230,7 @@ pub fn spawn_session(
         outbox_ready,
         telemetry: telemetry_tx,
         commands: spec.subscribe.is_some().then_some(commands_rx),
-        reconnects,
+        counters,
         tasks: vec![driver, sender],
     }
 }

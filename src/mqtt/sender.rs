@@ -2,6 +2,7 @@
 //! tracking, status and telemetry publishing.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use tracing::{debug, error, warn};
 
 use super::client::Client;
 use super::{
-    status_payload, Availability, Backoff, DriverEvent, OfflineReason, SessionSpec, WINDOW,
+    status_payload, Availability, Backoff, DriverEvent, OfflineReason, SessionCounters,
+    SessionSpec, WINDOW,
 };
 use crate::config::Config;
 use crate::store::{ItemClass, OutItem, Store};
@@ -27,6 +29,7 @@ pub(super) struct Sender {
     pub events: mpsc::UnboundedReceiver<DriverEvent>,
     pub heartbeat: crate::systemd::Heartbeat,
     pub shutdown: CancellationToken,
+    pub counters: Arc<SessionCounters>,
 }
 
 /// What a publish handed to rumqttc was, so its PUBACK can be attributed.
@@ -215,6 +218,7 @@ impl Sender {
                 if let Some(Tag::Outbox(id)) = tag {
                     t.outstanding = t.outstanding.saturating_sub(1);
                     t.held.insert(id);
+                    self.counters.refused.fetch_add(1, Ordering::Relaxed);
                     if reason != t.last_refusal {
                         warn!(session = %self.spec.name, id, reason, "the broker refused a publish; it stays in the outbox and is published again later");
                         t.last_refusal = reason;
