@@ -679,10 +679,12 @@ async fn an_event_refused_by_the_broker_stays_in_the_outbox_until_it_is_allowed(
         .await;
     assert_eq!(event.json()["amount"], 5, "{event:?}");
     assert!(event.json()["seq"].is_u64(), "{event:?}");
-    // Published again by the retry, not at every reconnect: Mosquitto 2.0
-    // drops an MQTT 5 client right after refusing its QoS 1 publish
-    // (eclipse-mosquitto/mosquitto#2579), so a gateway that re-sent the
-    // refused event at each connect would flap in a loop.
+    // Published again by the retry (5 s, then 10 s more, ...), not at every
+    // reconnect: Mosquitto 2.0 drops an MQTT 5 client right after refusing
+    // its QoS 1 publish (eclipse-mosquitto/mosquitto#2579), so a gateway
+    // that re-sent the refused event at each connect would loop, refused
+    // and dropped every 200 ms. How many retries fell before the ACL was
+    // fixed depends on the machine's load; each costs one reconnect.
     let broker_log = std::fs::read_to_string(broker.log_path()).unwrap_or_default();
     let denied = broker_log
         .lines()
@@ -694,7 +696,7 @@ async fn an_event_refused_by_the_broker_stays_in_the_outbox_until_it_is_allowed(
         .filter(|l| l.contains("MQTT connected") && l.contains("session=vm-001"))
         .count();
     assert!(
-        denied == 1 && connects <= 2,
+        (1..=3).contains(&denied) && connects <= denied + 1,
         "{denied} refusals, {connects} connects: {log}\nbroker: {broker_log}"
     );
 }
