@@ -486,7 +486,8 @@ impl Store {
 
 /// Read transactions fail on tables that were never created, so create them all up
 /// front. A database from before the size cap gets its byte total and class index
-/// built here, once. Returns the persisted outbox totals.
+/// built here, once; event entries an earlier version put in the index are
+/// deleted. Returns the persisted outbox totals.
 fn prepare_tables(db: &Database, path: &Path) -> Result<Counters, StoreError> {
     let txn = db.begin_write().at(path)?;
     let counters = Counters::default();
@@ -502,16 +503,24 @@ fn prepare_tables(db: &Database, path: &Path) -> Result<Counters, StoreError> {
                 for entry in outbox.iter().at(path)? {
                     let (k, v) = entry.at(path)?;
                     let (session, id) = k.value();
-                    // An unreadable item is kept as an event: it is reported when
-                    // read, and the cap must not silently prefer dropping it.
-                    let class = class_of(v.value()).unwrap_or(ItemClass::Event);
-                    index.insert((class.as_u8(), id), session).at(path)?;
+                    // An unreadable item stays unindexed, so the cap takes it as
+                    // an event: it is reported when read, and must not be
+                    // dropped early.
+                    if let Ok(class @ (ItemClass::Telemetry | ItemClass::Result)) =
+                        class_of(v.value())
+                    {
+                        index.insert((class.as_u8(), id), session).at(path)?;
+                    }
                     total += v.value().len() as u64;
                 }
                 meta.insert(OUTBOX_BYTES, total).at(path)?;
                 total
             }
         };
+        let event = ItemClass::Event.as_u8();
+        index
+            .retain_in((event, 0)..=(event, u64::MAX), |_, _| false)
+            .at(path)?;
         counters.outbox_bytes.store(bytes, Ordering::Relaxed);
         for (counter, key) in counters.dropped.iter().zip(DROPPED) {
             let n = meta.get(key).at(path)?.map(|g| g.value()).unwrap_or(0);

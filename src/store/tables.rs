@@ -21,8 +21,12 @@ pub(crate) const DROPPED: [&str; 3] = ["dropped_telemetry", "dropped_results", "
 
 /// (session, id) -> encoded [`OutItem`].
 pub(crate) const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("outbox");
-/// (class, id) -> session of every OUTBOX item, so the oldest item of a class
-/// (the next one the size cap drops) is the first entry of a range.
+/// (class, id) -> session of every telemetry and result item in OUTBOX, so the
+/// oldest of those (the next one the size cap drops) is the first entry of a
+/// range. Events are not indexed: they are the bulk of the appends, and the cap
+/// reaches them only once no telemetry or result is left, when the oldest event
+/// is simply the oldest item of any session. Versions before indexed events
+/// too; open deletes those entries.
 pub(crate) const CLASS_INDEX: TableDefinition<(u8, u64), &str> =
     TableDefinition::new("outbox_by_class");
 /// session -> number of items in OUTBOX, so `outbox_len` needs no scan.

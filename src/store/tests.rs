@@ -835,3 +835,137 @@ fn correlation_data_round_trips_and_truncation_is_an_error() {
     let err = decode_out(&bytes[..topic_end + 3]).unwrap_err();
     assert!(err.contains("correlation data length 7 exceeds"), "{err}");
 }
+
+/// Every (session, id, encoded size) in OUTBOX, read straight from the table.
+fn stored(store: &Store) -> Vec<(String, u64, u64)> {
+    let txn = store.db().begin_read().unwrap();
+    let table = txn.open_table(tables::OUTBOX).unwrap();
+    let mut out = Vec::new();
+    for entry in table.iter().unwrap() {
+        let (k, v) = entry.unwrap();
+        let (session, id) = k.value();
+        out.push((session.to_owned(), id, v.value().len() as u64));
+    }
+    out
+}
+
+/// Every (class, id, session) in the class index.
+fn indexed(store: &Store) -> Vec<(u8, u64, String)> {
+    let txn = store.db().begin_read().unwrap();
+    let table = txn.open_table(tables::CLASS_INDEX).unwrap();
+    let mut out = Vec::new();
+    for entry in table.iter().unwrap() {
+        let (k, v) = entry.unwrap();
+        let (class, id) = k.value();
+        out.push((class, id, v.value().to_owned()));
+    }
+    out
+}
+
+/// The in-memory totals against a count of OUTBOX itself.
+fn assert_totals_match_outbox(store: &Store, sessions: &[&str]) {
+    let items = stored(store);
+    let bytes: u64 = items.iter().map(|(_, _, len)| len).sum();
+    assert_eq!(store.stats().outbox_bytes, bytes);
+    for s in sessions {
+        let n = items.iter().filter(|(session, _, _)| session == s).count() as u64;
+        assert_eq!(store.outbox_len(s).unwrap(), n, "length of {s}");
+    }
+}
+
+/// Event index entries left by the previous layout are tolerated wherever an
+/// item leaves the outbox, even if one got past the open.
+#[tokio::test]
+async fn events_with_a_leftover_index_entry_are_acked_and_dropped_cleanly() {
+    use ItemClass::Event as E;
+    let dir = TempDir::new().unwrap();
+    let store = capped(&dir, 3);
+    let ids = store
+        .write(ops(&[("vm1", 1, E), ("vm1", 2, E), ("vm2", 3, E)]))
+        .await
+        .unwrap();
+    assert!(indexed(&store).is_empty());
+    {
+        let txn = store.db().begin_write().unwrap();
+        {
+            let mut index = txn.open_table(tables::CLASS_INDEX).unwrap();
+            index.insert((E.as_u8(), ids[0]), "vm1").unwrap();
+            index.insert((E.as_u8(), ids[2]), "vm2").unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    store.ack("vm2", vec![ids[2]]).await.unwrap();
+    store
+        .write(ops(&[("vm2", 4, E), ("vm2", 5, E)]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (0, 0, 1));
+    let v = |s: &str, ns: &[u32]| ns.iter().map(|&n| (s.to_string(), n)).collect::<Vec<_>>();
+    assert_eq!(
+        left(&store, &["vm1", "vm2"]),
+        [v("vm1", &[2]), v("vm2", &[4, 5])].concat()
+    );
+    assert!(indexed(&store).is_empty());
+    assert_totals_match_outbox(&store, &["vm1", "vm2"]);
+}
+
+#[tokio::test]
+async fn cap_order_holds_across_sessions_with_unindexed_events() {
+    use ItemClass::{Event as E, Result as R, Telemetry as T};
+    let dir = TempDir::new().unwrap();
+    let sessions = ["vmA", "vmB", "vmC"];
+    let store = capped(&dir, 6);
+    store
+        .write(ops(&[
+            ("vmA", 1, E),
+            ("vmB", 2, E),
+            ("vmC", 3, T),
+            ("vmA", 4, R),
+            ("vmC", 5, E),
+            ("vmB", 6, E),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(indexed(&store).len(), 2);
+    // Four over: the telemetry, the result, then the oldest events, which are
+    // the heads of vmA and vmB, not of the session written first or last.
+    store
+        .write(ops(&[
+            ("vmC", 7, E),
+            ("vmA", 8, E),
+            ("vmB", 9, E),
+            ("vmA", 10, E),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (1, 1, 2));
+    let v = |s: &str, ns: &[u32]| ns.iter().map(|&n| (s.to_string(), n)).collect::<Vec<_>>();
+    let expected = [v("vmA", &[8, 10]), v("vmB", &[6, 9]), v("vmC", &[5, 7])].concat();
+    assert_eq!(left(&store, &sessions), expected);
+    // Newer telemetry and results still go before any event; then vmC's head.
+    store
+        .write(ops(&[("vmB", 11, R), ("vmA", 12, T), ("vmC", 13, E)]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (2, 2, 3));
+    let expected = [v("vmA", &[8, 10]), v("vmB", &[6, 9]), v("vmC", &[7, 13])].concat();
+    assert_eq!(left(&store, &sessions), expected);
+    assert!(indexed(&store).is_empty());
+    assert_totals_match_outbox(&store, &sessions);
+    // A session emptied by drops and acks alike is skipped when looking for the oldest.
+    let a: Vec<u64> = store
+        .outbox("vmA", None, 10)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    store.ack("vmA", a).await.unwrap();
+    store
+        .write(ops(&[("vmC", 14, E), ("vmC", 15, E), ("vmC", 16, E)]))
+        .await
+        .unwrap();
+    assert_eq!(dropped(&store), (2, 2, 4));
+    let expected = [v("vmB", &[9]), v("vmC", &[7, 13, 14, 15, 16])].concat();
+    assert_eq!(left(&store, &sessions), expected);
+    assert_totals_match_outbox(&store, &sessions);
+}

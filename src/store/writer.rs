@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
@@ -14,7 +15,9 @@ use tokio::sync::oneshot;
 
 use super::error::At;
 use super::tables::*;
-use super::{CommandPhase, CommandRecord, Counters, ItemClass, Op, StoreError, StoreOptions};
+use super::{
+    CommandPhase, CommandRecord, Counters, ItemClass, Op, OutItem, StoreError, StoreOptions,
+};
 
 /// Caps one transaction so a flood cannot make a single commit (and every reply
 /// waiting on it) arbitrarily slow.
@@ -255,20 +258,9 @@ fn apply(
                 for op in ops {
                     match op {
                         Op::Append { session, item } => {
-                            let encoded =
-                                encode_out(item).map_err(|detail| StoreError::TooLarge {
-                                    path: path.to_path_buf(),
-                                    detail,
-                                })?;
-                            outbox
-                                .insert((session.as_str(), next_id), encoded.as_slice())
-                                .at(path)?;
-                            index
-                                .insert((item.class.as_u8(), next_id), session.as_str())
-                                .at(path)?;
+                            bytes += append(&mut outbox, &mut index, path, session, next_id, item)?;
                             ids.push(next_id);
                             next_id += 1;
-                            bytes += encoded.len() as u64;
                             appended = true;
                             *len_delta.entry(session.clone()).or_default() += 1;
                         }
@@ -375,9 +367,31 @@ fn apply(
 type Outbox<'t> = redb::Table<'t, (&'static str, u64), &'static [u8]>;
 type ClassIndex<'t> = redb::Table<'t, (u8, u64), &'static str>;
 
-/// Removes an outbox item's class-index entry. `class` is `None` when the stored
-/// item is unreadable; it was then indexed under whatever class it claimed, or as
-/// an event, so every class is tried.
+/// Stores an item under `id` and returns its encoded size. Only telemetry and
+/// results are indexed (see CLASS_INDEX).
+fn append(
+    outbox: &mut Outbox<'_>,
+    index: &mut ClassIndex<'_>,
+    path: &Path,
+    session: &str,
+    id: u64,
+    item: &OutItem,
+) -> Result<u64, StoreError> {
+    let encoded = encode_out(item).map_err(|detail| StoreError::TooLarge {
+        path: path.to_path_buf(),
+        detail,
+    })?;
+    outbox.insert((session, id), encoded.as_slice()).at(path)?;
+    if item.class != ItemClass::Event {
+        index.insert((item.class.as_u8(), id), session).at(path)?;
+    }
+    Ok(encoded.len() as u64)
+}
+
+/// Removes an outbox item's class-index entry, if it has one: an event has
+/// none unless an earlier version wrote it, and removing a missing key writes
+/// nothing. `class` is `None` when the stored item is unreadable; it was then
+/// indexed under whatever class it claimed, if at all, so every class is tried.
 fn unindex(
     index: &mut ClassIndex<'_>,
     path: &Path,
@@ -401,6 +415,10 @@ fn unindex(
 /// `max`, and returns the new total. Ids only grow, so "oldest" also means the
 /// items this transaction appended go last within their class. Counts each drop
 /// in `dropped_now` and its session in `len_delta`.
+///
+/// Telemetry and results come from the class index. Once neither is left, every
+/// remaining item is an event (or unreadable, which counts as one), so the
+/// oldest event is the oldest item of any session.
 fn enforce_cap(
     outbox: &mut Outbox<'_>,
     index: &mut ClassIndex<'_>,
@@ -411,33 +429,75 @@ fn enforce_cap(
     dropped_now: &mut [u64; 3],
 ) -> Result<u64, StoreError> {
     while bytes > max {
-        let mut oldest = None;
-        for class in ItemClass::DROP_ORDER {
-            let c = class.as_u8();
-            let mut range = index.range((c, 0)..=(c, u64::MAX)).at(path)?;
-            if let Some(entry) = range.next() {
-                let (k, v) = entry.at(path)?;
-                oldest = Some((class, k.value().1, v.value().to_owned()));
-                break;
+        let victim = match oldest_indexed(index, path)? {
+            Some((class, id, session)) => {
+                // Removed first: an entry whose item is gone must not stop the loop.
+                index.remove((class.as_u8(), id)).at(path)?;
+                Some((session, id, Some(class)))
             }
-        }
-        let Some((class, id, session)) = oldest else {
-            // Nothing indexed is left, so the total was off: start again from 0.
+            None => oldest_item(outbox, path)?.map(|(session, id)| (session, id, None)),
+        };
+        let Some((session, id, indexed_as)) = victim else {
+            // The outbox is empty, so the total was off: start again from 0.
             tracing::warn!(
                 outbox_bytes = bytes,
                 "outbox byte total is over the cap but no item is left to drop; resetting it to 0"
             );
             return Ok(0);
         };
-        index.remove((class.as_u8(), id)).at(path)?;
         let removed = outbox.remove((session.as_str(), id)).at(path)?;
         if let Some(value) = removed {
-            bytes = bytes.saturating_sub(value.value().len() as u64);
+            let value = value.value();
+            let class = class_of(value).ok();
+            if indexed_as.is_none() {
+                // An event indexed by an earlier version, or an unreadable item.
+                unindex(index, path, class, id)?;
+            }
+            bytes = bytes.saturating_sub(value.len() as u64);
+            let class = indexed_as.or(class).unwrap_or(ItemClass::Event);
             dropped_now[usize::from(class.as_u8())] += 1;
             *len_delta.entry(session).or_default() -= 1;
         }
     }
     Ok(bytes)
+}
+
+/// The oldest indexed item: telemetry first, then results.
+fn oldest_indexed(
+    index: &ClassIndex<'_>,
+    path: &Path,
+) -> Result<Option<(ItemClass, u64, String)>, StoreError> {
+    for class in [ItemClass::Telemetry, ItemClass::Result] {
+        let c = class.as_u8();
+        let mut range = index.range((c, 0)..=(c, u64::MAX)).at(path)?;
+        if let Some(entry) = range.next() {
+            let (k, v) = entry.at(path)?;
+            return Ok(Some((class, k.value().1, v.value().to_owned())));
+        }
+    }
+    Ok(None)
+}
+
+/// (session, id) of the item with the smallest id in OUTBOX: the first item of
+/// each session, compared. One seek per session, and a gateway has few.
+fn oldest_item(outbox: &Outbox<'_>, path: &Path) -> Result<Option<(String, u64)>, StoreError> {
+    let mut oldest: Option<(String, u64)> = None;
+    let mut after: Option<String> = None;
+    loop {
+        let start = match &after {
+            Some(session) => Bound::Excluded((session.as_str(), u64::MAX)),
+            None => Bound::Unbounded,
+        };
+        let mut range = outbox.range((start, Bound::Unbounded)).at(path)?;
+        let Some(entry) = range.next() else { break };
+        let (k, _) = entry.at(path)?;
+        let (session, id) = k.value();
+        if oldest.as_ref().is_none_or(|&(_, old)| id < old) {
+            oldest = Some((session.to_owned(), id));
+        }
+        after = Some(session.to_owned());
+    }
+    Ok(oldest)
 }
 
 pub(crate) fn now_ms() -> i64 {
