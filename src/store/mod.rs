@@ -11,10 +11,11 @@ mod tables;
 mod tests;
 mod writer;
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use tokio::sync::oneshot;
 use error::At;
 pub use error::StoreError;
 use tables::*;
-use writer::{Kind, Request, Writer};
+use writer::{IdCursor, Kind, Request, Writer};
 
 /// File name of the database inside the state directory.
 pub const DB_FILE: &str = "vendgate.redb";
@@ -221,13 +222,39 @@ pub struct StoreStats {
     pub dropped_events: u64,
 }
 
-/// The persisted outbox totals, mirrored in memory so `stats` needs no read
-/// transaction. The writer updates them only after a commit succeeded.
+/// The outbox totals. Only the drop counts are persisted; the byte total and
+/// the per-session lengths live here alone, counted from OUTBOX at open: the
+/// writer thread makes every change to OUTBOX, so it can keep them exact
+/// without rewriting them on disk with every event. The writer updates them
+/// only after a commit succeeded.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) outbox_bytes: AtomicU64,
     /// Indexed by [`ItemClass::as_u8`].
     pub(crate) dropped: [AtomicU64; 3],
+    /// Items per session; sessions with none are left out.
+    pub(crate) lens: Mutex<HashMap<String, u64>>,
+}
+
+impl Counters {
+    /// Adds a committed transaction's per-session changes.
+    pub(crate) fn add_lens(&self, delta: HashMap<String, i64>) {
+        // A panic elsewhere while holding the lock leaves plain counts behind,
+        // still as right as they were.
+        let mut lens = self.lens.lock().unwrap_or_else(PoisonError::into_inner);
+        for (session, delta) in delta {
+            let n = lens.get(&session).copied().unwrap_or(0);
+            match n.saturating_add_signed(delta) {
+                0 => lens.remove(&session),
+                n => lens.insert(session, n),
+            };
+        }
+    }
+
+    fn len(&self, session: &str) -> u64 {
+        let lens = self.lens.lock().unwrap_or_else(PoisonError::into_inner);
+        lens.get(session).copied().unwrap_or(0)
+    }
 }
 
 #[derive(Clone)]
@@ -292,7 +319,8 @@ impl Store {
             syncs.clone(),
         );
         let db = Arc::new(Database::builder().create_with_backend(backend).at(&path)?);
-        let counters = Arc::new(prepare_tables(&db, &path)?);
+        let (counters, ids) = prepare_tables(&db, &path)?;
+        let counters = Arc::new(counters);
 
         let (tx, rx) = mpsc::channel();
         let w = Writer {
@@ -300,8 +328,9 @@ impl Store {
             path: path.clone(),
             opts,
             commits: commits.clone(),
-            lazy_commits: std::sync::atomic::AtomicU64::new(0),
+            lazy_commits: 0,
             counters: counters.clone(),
+            ids,
         };
         let thread = std::thread::Builder::new()
             .name("vendgate-store".into())
@@ -391,11 +420,10 @@ impl Store {
         Ok(out)
     }
 
+    /// Items in a session's outbox. Counted in memory, so this cannot fail any
+    /// more; the `Result` stays for the callers written when it read the disk.
     pub fn outbox_len(&self, session: &str) -> Result<u64, StoreError> {
-        let path = &self.inner.path;
-        let txn = self.inner.db.begin_read().at(path)?;
-        let table = txn.open_table(OUTBOX_LEN).at(path)?;
-        Ok(table.get(session).at(path)?.map(|g| g.value()).unwrap_or(0))
+        Ok(self.inner.counters.len(session))
     }
 
     pub fn command(&self, machine: &str, id: &str) -> Result<Option<CommandRecord>, StoreError> {
@@ -485,49 +513,60 @@ impl Store {
 }
 
 /// Read transactions fail on tables that were never created, so create them all up
-/// front. A database from before the size cap gets its byte total and class index
-/// built here, once; event entries an earlier version put in the index are
-/// deleted. Returns the persisted outbox totals.
-fn prepare_tables(db: &Database, path: &Path) -> Result<Counters, StoreError> {
+/// front. Counts the outbox totals kept in memory from OUTBOX itself, finds where
+/// outbox ids continue, and brings a database of an earlier version (or one an
+/// earlier version opened since) to the current layout: telemetry and results
+/// indexed, events not, no stored totals. One scan of OUTBOX, which the size cap
+/// bounds.
+fn prepare_tables(db: &Database, path: &Path) -> Result<(Counters, IdCursor), StoreError> {
     let txn = db.begin_write().at(path)?;
     let counters = Counters::default();
+    let ids;
     {
         let mut meta = txn.open_table(META).at(path)?;
         let outbox = txn.open_table(OUTBOX).at(path)?;
         let mut index = txn.open_table(CLASS_INDEX).at(path)?;
-        let bytes = meta.get(OUTBOX_BYTES).at(path)?.map(|g| g.value());
-        let bytes = match bytes {
-            Some(bytes) => bytes,
-            None => {
-                let mut total = 0u64;
-                for entry in outbox.iter().at(path)? {
-                    let (k, v) = entry.at(path)?;
-                    let (session, id) = k.value();
-                    // An unreadable item stays unindexed, so the cap takes it as
-                    // an event: it is reported when read, and must not be
-                    // dropped early.
-                    if let Ok(class @ (ItemClass::Telemetry | ItemClass::Result)) =
-                        class_of(v.value())
-                    {
-                        index.insert((class.as_u8(), id), session).at(path)?;
-                    }
-                    total += v.value().len() as u64;
+        meta.remove(OUTBOX_BYTES).at(path)?;
+        let mut bytes = 0u64;
+        let mut lens: HashMap<String, u64> = HashMap::new();
+        let mut max_id = 0u64;
+        for entry in outbox.iter().at(path)? {
+            let (k, v) = entry.at(path)?;
+            let (session, id) = k.value();
+            let value = v.value();
+            bytes += value.len() as u64;
+            match lens.get_mut(session) {
+                Some(n) => *n += 1,
+                None => {
+                    lens.insert(session.to_owned(), 1);
                 }
-                meta.insert(OUTBOX_BYTES, total).at(path)?;
-                total
             }
-        };
+            max_id = max_id.max(id);
+            // Checked, not trusted: a database from before the size cap has no
+            // index, and without a stored byte total nothing marks such a file.
+            // An unreadable item stays unindexed, so the cap takes it as an
+            // event: it is reported when read, and must not be dropped early.
+            if let Ok(class @ (ItemClass::Telemetry | ItemClass::Result)) = class_of(value) {
+                let key = (class.as_u8(), id);
+                if index.get(key).at(path)?.is_none() {
+                    index.insert(key, session).at(path)?;
+                }
+            }
+        }
         let event = ItemClass::Event.as_u8();
         index
             .retain_in((event, 0)..=(event, u64::MAX), |_, _| false)
             .at(path)?;
         counters.outbox_bytes.store(bytes, Ordering::Relaxed);
+        *counters.lens.lock().unwrap_or_else(PoisonError::into_inner) = lens;
         for (counter, key) in counters.dropped.iter().zip(DROPPED) {
             let n = meta.get(key).at(path)?.map(|g| g.value()).unwrap_or(0);
             counter.store(n, Ordering::Relaxed);
         }
+        let bound = meta.get(NEXT_OUTBOX_ID).at(path)?.map(|g| g.value());
+        ids = IdCursor::at_open(bound, max_id);
     }
-    txn.open_table(OUTBOX_LEN).at(path)?;
+    txn.delete_table(OUTBOX_LEN).at(path)?;
     txn.open_table(MACHINES).at(path)?;
     txn.open_table(COMMANDS).at(path)?;
     txn.open_table(OPEN_BY_AGE).at(path)?;
@@ -535,5 +574,5 @@ fn prepare_tables(db: &Database, path: &Path) -> Result<Counters, StoreError> {
     txn.open_table(DONE_COUNT).at(path)?;
     txn.open_table(BATCHES).at(path)?;
     txn.commit().at(path)?;
-    Ok(counters)
+    Ok((counters, ids))
 }

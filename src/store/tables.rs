@@ -8,13 +8,16 @@ use serde::de::DeserializeOwned;
 
 use super::{ItemClass, OutItem, StoreError};
 
-/// `"next_outbox_id"` -> the next outbox id to hand out. Kept separately from the
-/// outbox itself so that ids are never reused, even once every item was acked.
+/// `"next_outbox_id"` -> a bound on the outbox ids: every id ever handed out is
+/// below it. Raised in blocks (see `writer::ID_BLOCK`) in the transaction that
+/// hands out ids past it, not per commit. Versions before that stored the next
+/// id itself here, which is the same promise.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(crate) const NEXT_OUTBOX_ID: &str = "next_outbox_id";
-/// `"outbox_bytes"` -> total encoded size of all OUTBOX values, kept in step with
-/// every append, ack and drop so the size cap needs no scan. Its absence marks a
-/// database from before the cap; opening it builds this total and CLASS_INDEX once.
+/// Legacy: the total encoded size of the outbox, which versions before the
+/// in-memory totals rewrote on every commit. Deleted at open, so that an older
+/// vendgate opening the file again rebuilds its totals and index instead of
+/// trusting a stale figure.
 pub(crate) const OUTBOX_BYTES: &str = "outbox_bytes";
 /// Items dropped by the size cap, per class, since the database was created.
 pub(crate) const DROPPED: [&str; 3] = ["dropped_telemetry", "dropped_results", "dropped_events"];
@@ -29,7 +32,8 @@ pub(crate) const OUTBOX: TableDefinition<(&str, u64), &[u8]> = TableDefinition::
 /// too; open deletes those entries.
 pub(crate) const CLASS_INDEX: TableDefinition<(u8, u64), &str> =
     TableDefinition::new("outbox_by_class");
-/// session -> number of items in OUTBOX, so `outbox_len` needs no scan.
+/// Legacy: session -> number of items in OUTBOX, which versions before the
+/// in-memory totals rewrote on every commit. Deleted at open.
 pub(crate) const OUTBOX_LEN: TableDefinition<&str, u64> = TableDefinition::new("outbox_len");
 
 /// machine -> JSON [`super::MachineState`].

@@ -51,14 +51,72 @@ pub(crate) struct Writer {
     pub(crate) commits: Arc<AtomicU64>,
     pub(crate) counters: Arc<Counters>,
     /// Ack-only commits since the last durable one.
-    pub(crate) lazy_commits: AtomicU64,
+    pub(crate) lazy_commits: u64,
+    pub(crate) ids: IdCursor,
+}
+
+/// Transactions that hand out outbox ids past the persisted bound raise it by
+/// this many more, so the bound costs one META write per this many ids.
+pub(crate) const ID_BLOCK: u64 = 4096;
+
+/// Where outbox ids continue.
+///
+/// An id must never be handed out while an item with that id is stored: the
+/// insert would replace the item, and lose it. So:
+///
+/// - While the process runs, `next` only grows, also past the ids of a
+///   transaction that failed (after a failed commit redb cannot say whether
+///   it reached the disk).
+/// - At open, `next` starts above both the persisted bound and the largest id
+///   in OUTBOX. The bound is raised in the same transaction as the appends
+///   that pass it, and a transaction with appends is always durable (only
+///   ack-only commits skip the fsync, see [`LAZY_ACK_COMMITS`]), so after a
+///   crash the bound on disk covers every id on disk. Items whose lazy
+///   removal a crash undid come back with their old ids, below both.
+///
+/// The largest stored id alone would keep the store correct: nothing holds
+/// outbox ids across a restart (the sender's cursor, held set and in-flight
+/// tags live in memory, per process). But it would reuse ids whenever the
+/// outbox was empty at a restart, which makes log lines naming ids
+/// ambiguous, and an earlier vendgate opening this file takes
+/// NEXT_OUTBOX_ID as its next id. The bound keeps ids unique for good at
+/// one META write per [`ID_BLOCK`] ids instead of one per commit.
+#[derive(Debug)]
+pub(crate) struct IdCursor {
+    next: u64,
+    /// NEXT_OUTBOX_ID as last committed (0 if absent): ids below it may be
+    /// handed out without writing it again.
+    bound: u64,
+}
+
+impl IdCursor {
+    /// `bound`: NEXT_OUTBOX_ID if stored; `max_id`: the largest id in OUTBOX
+    /// (0 if empty).
+    pub(crate) fn at_open(bound: Option<u64>, max_id: u64) -> IdCursor {
+        let bound = bound.unwrap_or(0);
+        IdCursor {
+            next: bound.max(max_id.saturating_add(1)).max(1),
+            bound,
+        }
+    }
+
+    fn take(&mut self) -> u64 {
+        let id = self.next;
+        self.next = id.saturating_add(1);
+        id
+    }
+
+    /// The new bound to store with this transaction, if its ids passed the old one.
+    fn bound_needed(&self) -> Option<u64> {
+        (self.next > self.bound).then(|| self.next.saturating_add(ID_BLOCK))
+    }
 }
 
 /// At most this many ack-only commits in a row skip the fsync.
 const LAZY_ACK_COMMITS: u64 = 64;
 
 impl Writer {
-    pub(crate) fn run(self, rx: Receiver<Request>) {
+    pub(crate) fn run(mut self, rx: Receiver<Request>) {
         while let Ok(first) = rx.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -71,7 +129,7 @@ impl Writer {
         }
     }
 
-    fn process(&self, batch: Vec<Request>) {
+    fn process(&mut self, batch: Vec<Request>) {
         #[cfg(test)]
         if batch.iter().any(|r| matches!(r.kind, Kind::Panic)) {
             panic!("store writer killed by test");
@@ -114,7 +172,7 @@ impl Writer {
         }
     }
 
-    fn commit(&self, kinds: &[&Kind]) -> Result<Vec<Vec<u64>>, Failure> {
+    fn commit(&mut self, kinds: &[&Kind]) -> Result<Vec<Vec<u64>>, Failure> {
         let mut txn = self
             .db
             .begin_write()
@@ -126,7 +184,7 @@ impl Writer {
         // `LAZY_ACK_COMMITS`-th one is durable anyway to bound the repeats
         // and let redb free pages.
         let acks_only = kinds.iter().all(|k| matches!(k, Kind::Ack { .. }));
-        let lazy = acks_only && self.lazy_commits.load(Ordering::Relaxed) < LAZY_ACK_COMMITS;
+        let lazy = acks_only && self.lazy_commits < LAZY_ACK_COMMITS;
         let durability = if lazy {
             Durability::None
         } else {
@@ -135,7 +193,9 @@ impl Writer {
         txn.set_durability(durability)
             .at(&self.path)
             .map_err(Failure::Commit)?;
-        let (results, totals) = match apply(&txn, &self.path, &self.opts, kinds) {
+        let bytes = self.counters.outbox_bytes.load(Ordering::Relaxed);
+        let applied = apply(&txn, &self.path, &self.opts, kinds, &mut self.ids, bytes);
+        let (results, totals) = match applied {
             Ok(applied) => applied,
             Err(err) => {
                 // Nothing of the batch lands; an abort error changes nothing for the caller.
@@ -146,14 +206,18 @@ impl Writer {
         txn.commit().at(&self.path).map_err(Failure::Commit)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         if lazy {
-            self.lazy_commits.fetch_add(1, Ordering::Relaxed);
+            self.lazy_commits += 1;
         } else {
-            self.lazy_commits.store(0, Ordering::Relaxed);
+            self.lazy_commits = 0;
         }
-        // Only now is it true: an aborted transaction dropped nothing.
+        // Only now is it true: an aborted transaction stored and dropped nothing.
+        if let Some(bound) = totals.id_bound {
+            self.ids.bound = bound;
+        }
         self.counters
             .outbox_bytes
             .store(totals.outbox_bytes, Ordering::Relaxed);
+        self.counters.add_lens(totals.len_delta);
         for (counter, n) in self.counters.dropped.iter().zip(totals.dropped) {
             counter.store(n, Ordering::Relaxed);
         }
@@ -216,17 +280,26 @@ impl fmt::Display for Dropped {
 /// The outbox totals as of the end of a transaction, published after its commit.
 struct Totals {
     outbox_bytes: u64,
+    /// Items added (+) and removed (-) per session.
+    len_delta: HashMap<String, i64>,
+    /// The id bound this transaction stored, if any.
+    id_bound: Option<u64>,
     /// Persisted counts per class (index [`ItemClass::as_u8`]).
     dropped: [u64; 3],
     /// Dropped by this transaction.
     dropped_now: [u64; 3],
 }
 
+/// Applies the ops of `kinds` to `txn`, starting from the outbox byte total
+/// `bytes`. Only the tables an op needs are written: each one touched costs
+/// its copy-on-write pages in the commit.
 fn apply(
     txn: &WriteTransaction,
     path: &Path,
     opts: &StoreOptions,
     kinds: &[&Kind],
+    ids: &mut IdCursor,
+    mut bytes: u64,
 ) -> Result<(Vec<Vec<u64>>, Totals), StoreError> {
     let mut meta = txn.open_table(META).at(path)?;
     let mut outbox = txn.open_table(OUTBOX).at(path)?;
@@ -235,32 +308,21 @@ fn apply(
     let mut cmds = CommandTables::open(txn, path)?;
     let mut batches = txn.open_table(BATCHES).at(path)?;
 
-    let mut next_id = meta
-        .get(NEXT_OUTBOX_ID)
-        .at(path)?
-        .map(|g| g.value())
-        .unwrap_or(1);
-    let old_bytes = meta
-        .get(OUTBOX_BYTES)
-        .at(path)?
-        .map(|g| g.value())
-        .unwrap_or(0);
-    let mut bytes = old_bytes;
     let mut appended = false;
     let mut len_delta: HashMap<String, i64> = HashMap::new();
     let mut touched: BTreeSet<&str> = BTreeSet::new();
     let mut results = Vec::with_capacity(kinds.len());
 
     for kind in kinds {
-        let mut ids = Vec::new();
+        let mut given = Vec::new();
         match kind {
             Kind::Write(ops) => {
                 for op in ops {
                     match op {
                         Op::Append { session, item } => {
-                            bytes += append(&mut outbox, &mut index, path, session, next_id, item)?;
-                            ids.push(next_id);
-                            next_id += 1;
+                            let id = ids.take();
+                            bytes += append(&mut outbox, &mut index, path, session, id, item)?;
+                            given.push(id);
                             appended = true;
                             *len_delta.entry(session.clone()).or_default() += 1;
                         }
@@ -313,7 +375,7 @@ fn apply(
             #[cfg(test)]
             Kind::Panic | Kind::Hold(_) => {}
         }
-        results.push(ids);
+        results.push(given);
     }
 
     let mut dropped_now = [0u64; 3];
@@ -335,20 +397,9 @@ fn apply(
             meta.insert(key, *total).at(path)?;
         }
     }
-    if bytes != old_bytes {
-        meta.insert(OUTBOX_BYTES, bytes).at(path)?;
-    }
-    meta.insert(NEXT_OUTBOX_ID, next_id).at(path)?;
-    let mut lens = txn.open_table(OUTBOX_LEN).at(path)?;
-    for (session, delta) in len_delta {
-        let session = session.as_str();
-        let old = lens.get(session).at(path)?.map(|g| g.value()).unwrap_or(0);
-        let new = old.saturating_add_signed(delta);
-        if new == 0 {
-            lens.remove(session).at(path)?;
-        } else {
-            lens.insert(session, new).at(path)?;
-        }
+    let id_bound = ids.bound_needed();
+    if let Some(bound) = id_bound {
+        meta.insert(NEXT_OUTBOX_ID, bound).at(path)?;
     }
     // Pruning rides on the machines being written anyway, so its cost is a range
     // lookup per touched machine and needs no timer.
@@ -358,6 +409,8 @@ fn apply(
     }
     let totals = Totals {
         outbox_bytes: bytes,
+        len_delta,
+        id_bound,
         dropped,
         dropped_now,
     };
