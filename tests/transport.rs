@@ -371,41 +371,36 @@ async fn ws_comes_online_and_publishes() {
     online_and_event(&mut client, &board, &gateway).await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn wss_with_a_ca_file_comes_online_and_publishes() {
+/// Over wss with the broker's CA, on MQTT `version`: the gateway comes online
+/// and an event arrives. The broker, for its log; None without Mosquitto.
+async fn over_wss(version: u8) -> Option<Broker> {
     let pki = Pki::new();
     let wss_port = free_port();
     let options = format!("protocol websockets\n{}", pki.listener(false));
-    let Some(broker) = mosquitto_or_skip(Broker::with_listener(wss_port, &options)) else {
-        return;
-    };
-    let (mut client, board, gateway, _dir) = gateway_on(
-        &broker,
-        &format!("wss://localhost:{wss_port}/mqtt"),
-        &[ca_file(pki.path("ca.pem"))],
-    )
-    .await;
-    online_and_event(&mut client, &board, &gateway).await;
-}
-
-/// MQTT 5 takes the same transports: over wss, with the broker's CA.
-#[tokio::test(flavor = "multi_thread")]
-async fn mqtt5_over_wss_comes_online_and_publishes() {
-    let pki = Pki::new();
-    let wss_port = free_port();
-    let options = format!("protocol websockets\n{}", pki.listener(false));
-    let Some(broker) = mosquitto_or_skip(Broker::with_listener(wss_port, &options)) else {
-        return;
-    };
+    let broker = mosquitto_or_skip(Broker::with_listener(wss_port, &options))?;
     let mut client = Client::connect(broker.port, "vending/#").await;
     let board = TestBoard::start(Script::default());
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("wss://localhost:{wss_port}/mqtt");
     let tls = [ca_file(pki.path("ca.pem"))];
     let store = dir.path().join("store");
-    let config = with_mqtt_version(&config(&broker, &store, &board.path, &url, &tls), 5);
+    let config = with_mqtt_version(&config(&broker, &store, &board.path, &url, &tls), version);
     let gateway = Gateway::start(dir.path(), &config);
     online_and_event(&mut client, &board, &gateway).await;
+    Some(broker)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wss_with_a_ca_file_comes_online_and_publishes() {
+    over_wss(3).await;
+}
+
+/// MQTT 5 takes the same transports.
+#[tokio::test(flavor = "multi_thread")]
+async fn mqtt5_over_wss_comes_online_and_publishes() {
+    let Some(broker) = over_wss(5).await else {
+        return;
+    };
     let log = std::fs::read_to_string(broker.log_path()).unwrap_or_default();
     assert!(
         log.contains("as vm-001 (p5,"),

@@ -33,7 +33,7 @@ pub struct Inbound {
 }
 
 impl Inbound {
-    /// A publish with no MQTT 5 properties (MQTT 3.1.1, and tests).
+    /// A publish with no MQTT 5 properties (MQTT 3.1.1).
     pub fn plain(topic: impl Into<String>, payload: impl Into<Bytes>, retain: bool) -> Inbound {
         Inbound {
             topic: topic.into(),
@@ -224,13 +224,11 @@ fn event4(event: rumqttc::Event) -> Event {
         {
             Event::SubscribeRefused("failure".into())
         }
-        E::Incoming(Incoming::Publish(publish)) => Event::Publish(Inbound {
-            topic: publish.topic,
-            payload: publish.payload,
-            retain: publish.retain,
-            reply: None,
-            expires_at: None,
-        }),
+        E::Incoming(Incoming::Publish(publish)) => Event::Publish(Inbound::plain(
+            publish.topic,
+            publish.payload,
+            publish.retain,
+        )),
         E::Outgoing(Outgoing::Publish(pkid)) => Event::Published(pkid),
         E::Outgoing(Outgoing::Disconnect) => Event::DisconnectSent,
         other => Event::Other(format!("{other:?}")),
