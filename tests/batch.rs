@@ -11,6 +11,19 @@ use vendgate::sim::{BoardEvent, Script};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
+/// Cancels batch `target` with cancel command `id`; its own result is `ok`.
+async fn cancel(r: &mut Rig, id: &str, target: &str) {
+    let payload = json!({"id": id, "target": target}).to_string();
+    r.client
+        .publish("vending/vm-001/cmd/cancel", payload, false)
+        .await;
+    let v = r
+        .client
+        .expect_result("vm-001", "cancel", id, SECS(5))
+        .await;
+    assert_eq!(v["status"], "ok", "{v}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_set_price_batch_reaches_the_board_once_in_order_with_progress() {
     let n: usize = std::env::var("VENDGATE_BATCH_STEPS")
@@ -181,18 +194,7 @@ async fn cancel_stops_a_running_batch_after_its_current_step() {
         .publish(BATCH, batch("c", price_steps(50)), false)
         .await;
     let mut seen = steps_seen(&mut r, 3).await;
-    r.client
-        .publish(
-            "vending/vm-001/cmd/cancel",
-            r#"{"id":"x1","target":"c"}"#,
-            false,
-        )
-        .await;
-    let v = r
-        .client
-        .expect_result("vm-001", "cancel", "x1", SECS(5))
-        .await;
-    assert_eq!(v["status"], "ok", "{v}");
+    cancel(&mut r, "x1", "c").await;
     let result = final_result(&mut r, "c", SECS(5)).await;
     assert_eq!(result["status"], "cancelled", "{result}");
     seen.extend(r.board.drain(SECS(1)).await);
@@ -309,18 +311,7 @@ async fn cancel_removes_a_queued_batch_before_any_of_its_steps() {
     r.client
         .publish(BATCH, batch("second", second), false)
         .await;
-    r.client
-        .publish(
-            "vending/vm-001/cmd/cancel",
-            r#"{"id":"x","target":"second"}"#,
-            false,
-        )
-        .await;
-    let v = r
-        .client
-        .expect_result("vm-001", "cancel", "x", SECS(5))
-        .await;
-    assert_eq!(v["status"], "ok", "{v}");
+    cancel(&mut r, "x", "second").await;
     let cancelled = final_result(&mut r, "second", SECS(5)).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
     assert_eq!(cancelled["done"], 0, "{cancelled}");
