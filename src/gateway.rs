@@ -2,11 +2,10 @@
 //! command router and an MQTT session; plus the gateway's own session.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -17,6 +16,7 @@ use crate::device::{self, DeviceContext};
 use crate::health::{self, Health};
 use crate::mqtt::{self, status_payload, Availability, OfflineReason, SessionSpec};
 use crate::profile::{Profile, ProfileError};
+use crate::queue::QueueSlots;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::systemd::{self, Liveness, Notifier};
 
@@ -28,6 +28,9 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Mqtt(#[from] mqtt::OptionsError),
+    /// Devices share a line in a way that cannot work (`check` says so too).
+    #[error(transparent)]
+    Lines(#[from] crate::config::ConfigErrors),
 }
 
 /// Loads the profile of every device, once per distinct name.
@@ -89,9 +92,23 @@ async fn report_status(notifier: Arc<Notifier>, statuses: Statuses) {
     }
 }
 
+/// READY=1 once every port has been opened or has failed its first open
+/// attempt (and every session was started before), then the STATUS= line.
+async fn ready_when_opened(
+    notifier: Arc<Notifier>,
+    opened: Vec<oneshot::Receiver<()>>,
+    statuses: Statuses,
+) {
+    // A task that ended before its first open has nothing more to wait for.
+    futures::future::join_all(opened).await;
+    notifier.notify(&format!("READY=1\nSTATUS={}", summary(&statuses)));
+    report_status(notifier, statuses).await
+}
+
 impl Gateway {
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         let profiles = load_profiles(&config)?;
+        let plan = device::port::plan_lines(&config, &profiles)?;
         // The TLS files are read here, once for all sessions.
         let connection = mqtt::Connection::from_config(&config)?;
         let store = Store::open(
@@ -109,6 +126,8 @@ impl Gateway {
         let mut sessions = Vec::new();
         let mut liveness = Liveness::default();
         let mut statuses = Vec::new();
+        // The devices of each serial line, by their index in the config.
+        let mut contexts: Vec<Option<DeviceContext>> = Vec::new();
 
         fn vars<'a>(config: &'a Config, machine: &'a str) -> TopicVars<'a> {
             TopicVars {
@@ -144,6 +163,7 @@ impl Gateway {
 
         for device in &config.devices {
             let Some(profile) = profiles.get(&device.profile).cloned() else {
+                contexts.push(None);
                 continue;
             };
             let machine = device.id.as_str();
@@ -172,7 +192,7 @@ impl Gateway {
             sessions.append(&mut session.tasks);
             statuses.push((device.id.clone(), session.availability.subscribe()));
             let (device_tx, device_rx) = mpsc::unbounded_channel();
-            let queued = Arc::new(AtomicUsize::new(0));
+            let slots = QueueSlots::new(config.commands.queue_limit);
             if let Some(publishes) = session.commands.take() {
                 let router = Router {
                     machine: device.id.clone(),
@@ -180,7 +200,7 @@ impl Gateway {
                     profile: profile.clone(),
                     store: store.clone(),
                     device: device_tx,
-                    queued: queued.clone(),
+                    slots,
                     outbox_ready: session.outbox_ready.clone(),
                 };
                 routers.push(tokio::spawn(router.run(publishes)));
@@ -194,11 +214,25 @@ impl Gateway {
                 outbox_ready: session.outbox_ready,
                 telemetry: session.telemetry,
                 commands: device_rx,
-                queued,
                 heartbeat: liveness.register(format!("device {machine}")),
                 health: health.add_machine(machine, session.counters),
             };
-            devices.push(tokio::spawn(device::run(ctx, shutdown.clone())));
+            contexts.push(Some(ctx));
+        }
+        // Devices on one device file share its port task (a bus); the plan
+        // refused every unsound combination.
+        let mut opened = Vec::new();
+        for members in plan {
+            let line: Vec<DeviceContext> = members
+                .into_iter()
+                .filter_map(|i| contexts.get_mut(i).and_then(Option::take))
+                .collect();
+            if line.is_empty() {
+                continue;
+            }
+            let (tell, first_open) = oneshot::channel();
+            opened.push(first_open);
+            devices.push(tokio::spawn(device::run_line(line, shutdown.clone(), tell)));
         }
         let health = Arc::new(health);
         // Aborted with the routers at `stop`.
@@ -210,11 +244,13 @@ impl Gateway {
             shutdown.clone(),
         )));
         info!(gateway = %config.gateway.id, machines = config.devices.len(), "gateway started");
-        // Every port is open or being retried and every session started.
         let notifier = Arc::new(Notifier::from_env());
         if notifier.enabled() {
-            notifier.notify(&format!("READY=1\nSTATUS={}", summary(&statuses)));
-            routers.push(tokio::spawn(report_status(notifier.clone(), statuses)));
+            routers.push(tokio::spawn(ready_when_opened(
+                notifier.clone(),
+                opened,
+                statuses,
+            )));
             if let Some(period) = systemd::watchdog_period() {
                 routers.push(tokio::spawn(systemd::run_watchdog(
                     notifier.clone(),

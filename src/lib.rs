@@ -14,6 +14,7 @@ pub mod health;
 pub mod link;
 pub mod mqtt;
 pub mod profile;
+pub mod queue;
 pub mod sim;
 pub mod store;
 pub mod systemd;

@@ -21,11 +21,22 @@ pub fn check(path: &Path) -> i32 {
     // Every profile is checked, so one run reports every broken file.
     let names: std::collections::BTreeSet<&str> =
         config.devices.iter().map(|d| d.profile.as_str()).collect();
+    let mut profiles = std::collections::HashMap::new();
     for name in &names {
-        if let Err(e) = Profile::resolve(&config.profiles_dir, name) {
-            eprintln!("{e}");
-            valid = false;
+        match Profile::resolve(&config.profiles_dir, name) {
+            Ok(profile) => {
+                profiles.insert(name.to_string(), std::sync::Arc::new(profile));
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                valid = false;
+            }
         }
+    }
+    // Lines shared by several devices (buses), with the profiles known.
+    if let Err(errors) = crate::device::port::plan_lines(&config, &profiles) {
+        eprintln!("{errors}");
+        valid = false;
     }
     if !valid {
         return EXIT_CONFIG;

@@ -76,6 +76,11 @@ pub enum Command {
         /// Create a pseudo-terminal and print its path.
         #[arg(long)]
         pty: bool,
+        /// `host_polls` profiles: answer requests to this address only
+        /// (repeat for several devices on one simulated bus). Without it
+        /// the simulator answers every address, as the only device on its line.
+        #[arg(long = "address")]
+        addresses: Vec<u8>,
     },
 }
 
@@ -106,7 +111,11 @@ pub fn main() -> i32 {
                 profiles_dir,
                 port,
                 pty,
-            } => simulate::simulate(&profile, &profiles_dir, port.as_deref(), pty).await,
+                addresses,
+            } => {
+                let addresses = (!addresses.is_empty()).then_some(addresses);
+                simulate::simulate(&profile, &profiles_dir, port.as_deref(), pty, addresses).await
+            }
         }
     })
 }

@@ -30,7 +30,7 @@ pub async fn run(path: &Path, metrics_listen: Option<SocketAddr>) -> i32 {
     let gateway = match Gateway::start(config) {
         Ok(gateway) => gateway,
         // A bad profile or TLS file is a config error, like a bad config.
-        Err(e @ (StartError::Profile(_) | StartError::Mqtt(_))) => {
+        Err(e @ (StartError::Profile(_) | StartError::Mqtt(_) | StartError::Lines(_))) => {
             eprintln!("{e}");
             return EXIT_CONFIG;
         }

@@ -1,4 +1,4 @@
-//! `vendgate simulate --profile NAME (--port PATH | --pty)`.
+//! `vendgate simulate --profile NAME (--port PATH | --pty) [--address N]...`.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +10,13 @@ use crate::device::open_port;
 use crate::profile::Profile;
 use crate::sim::{pty_pair, Board, BoardEvent, BoardHandle, Script};
 
-pub async fn simulate(name: &str, dir: &Path, port: Option<&Path>, pty: bool) -> i32 {
+pub async fn simulate(
+    name: &str,
+    dir: &Path,
+    port: Option<&Path>,
+    pty: bool,
+    addresses: Option<Vec<u8>>,
+) -> i32 {
     let profile = match Profile::resolve(dir, name) {
         Ok(profile) => Arc::new(profile),
         Err(e) => {
@@ -21,7 +27,7 @@ pub async fn simulate(name: &str, dir: &Path, port: Option<&Path>, pty: bool) ->
     let script = profile.simulator.clone();
     let (task, handle) = match (port, pty) {
         (Some(path), _) => match open_port(path, profile.serial.baud, &profile.serial) {
-            Ok(port) => start(profile, script, port),
+            Ok(port) => start(profile, script, port, addresses),
             Err(e) => {
                 error!("{e}");
                 return EXIT_FATAL;
@@ -32,7 +38,7 @@ pub async fn simulate(name: &str, dir: &Path, port: Option<&Path>, pty: bool) ->
                 // The path is the one line this command prints on stdout,
                 // so scripts can capture it.
                 println!("{path}");
-                let (task, handle) = start(profile, script, device_end);
+                let (task, handle) = start(profile, script, device_end, addresses);
                 // Keep the gateway's end open for the whole run.
                 let task = tokio::spawn(async move {
                     let _keep = gateway_end;
@@ -61,11 +67,17 @@ pub async fn simulate(name: &str, dir: &Path, port: Option<&Path>, pty: bool) ->
 
 type BoardTask = std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<()>> + Send>>;
 
-fn start<P>(profile: Arc<Profile>, script: Script, port: P) -> (BoardTask, BoardHandle)
+fn start<P>(
+    profile: Arc<Profile>,
+    script: Script,
+    port: P,
+    addresses: Option<Vec<u8>>,
+) -> (BoardTask, BoardHandle)
 where
     P: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let (board, handle) = Board::new(profile, script, port);
+    let board = board.answering(addresses);
     (Box::pin(board.run()), handle)
 }
 

@@ -90,6 +90,13 @@ pub struct AsciiLineFraming {
     pub terminator: Vec<u8>,
 }
 
+impl Framing {
+    /// Whether frames carry the device's address.
+    pub fn has_address(&self) -> bool {
+        matches!(&self.kind, FramingKind::Binary(b) if b.address)
+    }
+}
+
 impl BinaryFraming {
     /// Wire order of the parts before the payload.
     pub fn header_parts(&self) -> Vec<Part> {

@@ -3,26 +3,17 @@
 //! Pure like `parse.rs`: from an envelope to a validated batch or a result.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::parse::{expires_at, rejected, Envelope};
 use super::CommandResult;
-use crate::profile::{Command, Profile};
+use crate::profile::Profile;
 
-/// Names a profile may not give its commands: the gateway handles them.
-pub const GATEWAY_COMMANDS: [&str; 2] = [BATCH, CANCEL];
-pub const BATCH: &str = "batch";
-pub const CANCEL: &str = "cancel";
+pub use crate::profile::{BATCH, CANCEL, GATEWAY_COMMANDS};
 /// At most this many steps in one batch.
 pub const MAX_STEPS: usize = 2000;
 
-/// One validated, encoded step.
-#[derive(Debug, Clone)]
-pub struct Step {
-    pub def: Command,
-    pub body: Vec<u8>,
-    pub args: Map<String, Value>,
-}
+pub use crate::queue::Step;
 
 #[derive(Debug, Clone)]
 pub struct Batch {

@@ -27,7 +27,7 @@ pub struct Parsed {
     /// The arguments without the envelope keys.
     pub args: Map<String, Value>,
     pub expires_at: Option<DateTime<Utc>>,
-    pub job: crate::device::Job,
+    pub job: crate::queue::Job,
 }
 
 pub(super) fn rejected(id: Option<&str>, error: impl Into<String>) -> CommandResult {
@@ -155,7 +155,7 @@ pub fn body(
         body,
         args: object,
         expires_at,
-        job: crate::device::Job::Single,
+        job: crate::queue::Job::Single,
     })
 }
 

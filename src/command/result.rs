@@ -134,7 +134,7 @@ impl CommandResult {
             self.id.clone().map(Value::String).unwrap_or(Value::Null),
         );
         object.insert("status".into(), Value::from(self.status.as_str()));
-        object.insert("ts".into(), Value::from(crate::device::timestamp_now()));
+        object.insert("ts".into(), Value::from(crate::queue::timestamp_now()));
         if let Some(error) = &self.error {
             object.insert("error".into(), Value::from(error.clone()));
         }

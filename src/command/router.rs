@@ -8,7 +8,6 @@
 //! reaches the serial line.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,9 +16,9 @@ use tracing::{debug, error, warn};
 
 use super::{batch, parse, CommandResult, Status};
 use crate::config::Config;
-use crate::device::{gateway_command, BatchJob, Job, QueuedCommand};
 use crate::mqtt::Inbound;
 use crate::profile::Profile;
+use crate::queue::{gateway_command, BatchJob, Job, QueueSlot, QueueSlots, QueuedCommand};
 use crate::store::{BatchProgress, CommandPhase, CommandRecord, Op, ReplyTo, Store};
 
 pub struct Router {
@@ -28,7 +27,8 @@ pub struct Router {
     pub profile: Arc<Profile>,
     pub store: Store,
     pub device: mpsc::UnboundedSender<QueuedCommand>,
-    pub queued: Arc<AtomicUsize>,
+    /// The machine's queue: a command takes a slot or is refused `busy`.
+    pub slots: QueueSlots,
     pub outbox_ready: Arc<Notify>,
 }
 
@@ -56,7 +56,7 @@ impl Router {
         let mut accepted = Vec::new();
         let mut in_batch = HashSet::new();
         for publish in publishes {
-            match self.judge(&publish, &in_batch, accepted.len()) {
+            match self.judge(&publish, &in_batch) {
                 Verdict::Accept(cmd) => {
                     in_batch.insert(cmd.id.clone());
                     let mut progress = None;
@@ -98,15 +98,13 @@ impl Router {
         }
         self.outbox_ready.notify_one();
         for cmd in accepted {
-            self.queued.fetch_add(1, Ordering::SeqCst);
             if self.device.send(cmd).is_err() {
-                self.queued.fetch_sub(1, Ordering::SeqCst);
                 warn!(machine = %self.machine, "device task is gone; command left for the restart report");
             }
         }
     }
 
-    fn judge(&self, publish: &Inbound, in_batch: &HashSet<String>, accepted_now: usize) -> Verdict {
+    fn judge(&self, publish: &Inbound, in_batch: &HashSet<String>) -> Verdict {
         debug!(machine = %self.machine, topic = %publish.topic, retain = publish.retain, bytes = publish.payload.len(), "command publish");
         let config = &self.config;
         let Some(command) = config.topics.command_of(
@@ -170,9 +168,13 @@ impl Router {
                 Err(result) => return Verdict::Reply(command, result, reply),
             },
         };
-        let queued = self.queued.load(Ordering::SeqCst) + accepted_now;
-        let is_cancel = matches!(parsed.job, Job::Cancel(_));
-        if queued >= config.commands.queue_limit && !is_cancel {
+        // `cancel` acts as soon as it reaches the device: it takes no slot.
+        let slot = match parsed.job {
+            Job::Cancel(_) => Some(QueueSlot::none()),
+            _ => self.slots.take(),
+        };
+        let Some(slot) = slot else {
+            let queued = self.slots.depth();
             return Verdict::Reply(
                 command,
                 CommandResult::error(
@@ -182,7 +184,7 @@ impl Router {
                 ),
                 reply,
             );
-        }
+        };
         Verdict::Accept(QueuedCommand {
             id,
             def: parsed.def,
@@ -193,6 +195,7 @@ impl Router {
             accepted_ms: chrono::Utc::now().timestamp_millis(),
             job: parsed.job,
             reply,
+            slot,
         })
     }
 

@@ -33,6 +33,13 @@ pub(crate) struct DeviceSection {
     /// Overrides the profile's time after which a silent link counts as down.
     #[serde(default)]
     link_timeout: Option<String>,
+    /// The device's address on its line (e.g. a Modbus slave id), written
+    /// into every frame sent to it and used to route its answers. Required
+    /// when the profile's framing has an address field, within the
+    /// profile's `link.address_range`. Devices whose ports are the same
+    /// device file share the line as a bus and need different addresses.
+    #[serde(default)]
+    address: Option<u8>,
 }
 
 /// USB identity of a serial adapter, as `lsusb` shows it.
@@ -89,6 +96,7 @@ pub struct DeviceConfig {
     pub usb: Option<UsbMatch>,
     pub baud: Option<u32>,
     pub link_timeout: Option<Duration>,
+    pub address: Option<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +147,7 @@ impl DeviceSection {
             usb,
             baud: self.baud,
             link_timeout,
+            address: self.address,
         }
     }
 }

@@ -66,8 +66,6 @@ pub enum Invalid {
         "device id `{0}` is used more than once; ids name machines in topics and must be unique"
     )]
     DuplicateId(String),
-    #[error("port `{0}` is used by more than one device")]
-    DuplicatePort(String),
     #[error("at least one device is needed")]
     NoDevices,
     #[error("{0}")]

@@ -181,7 +181,14 @@ fn parse(text: &str, path: &Path) -> Result<(Config, bool), ConfigErrors> {
     Ok((config, inline_password))
 }
 
-/// Checks across devices: ids, ports and client ids must not collide.
+/// The path of key `key` of device `index`, for errors found later.
+pub(crate) fn device_path(index: usize, key: &'static str) -> YamlPath {
+    YamlPath::default().key("devices").index(index).key(key)
+}
+
+pub(crate) use locate::locate as locate_key;
+
+/// Checks across devices: ids and client ids must not collide.
 fn check_devices(
     issues: &mut Issues,
     at: &YamlPath,
@@ -190,16 +197,11 @@ fn check_devices(
     gateway: &GatewayConfig,
 ) {
     let mut ids = HashMap::new();
-    let mut ports = HashMap::new();
+    // Shared ports are checked with the profiles (`device::port::plan`):
+    // devices on one device file are a bus, which only some profiles allow.
     for (i, d) in devices.iter().enumerate() {
         if ids.insert(d.id.as_str(), i).is_some() {
             issues.add(&at.index(i).key("id"), Invalid::DuplicateId(d.id.clone()));
-        }
-        if let Some(port) = &d.port {
-            if ports.insert(port, i).is_some() {
-                let shown = port.display().to_string();
-                issues.add(&at.index(i).key("port"), Invalid::DuplicatePort(shown));
-            }
         }
         // The broker drops one of two sessions with the same client id.
         let vars = TopicVars {

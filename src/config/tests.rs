@@ -302,16 +302,6 @@ fn each_check_points_at_its_value() {
             "more than once",
         ),
         (
-            minimal_with(
-                "",
-                port,
-                "  - id: vm-002\n    profile: p\n    port: /dev/ttyUSB0\n",
-            ),
-            13,
-            11,
-            "more than one device",
-        ),
-        (
             minimal_with("", port, "topics:\n  result: \"{prefix}/{machine}/done\"\n"),
             12,
             11,

@@ -119,6 +119,8 @@ pub struct MachineHealth {
     resyncs: AtomicU64,
     skipped_bytes: AtomicU64,
     retransmissions: AtomicU64,
+    unexpected_frames: AtomicU64,
+    error_answers: AtomicU64,
     poll_latency: Histogram,
     mqtt: Arc<SessionCounters>,
     link: Mutex<LinkState>,
@@ -136,6 +138,8 @@ impl MachineHealth {
             resyncs: AtomicU64::new(0),
             skipped_bytes: AtomicU64::new(0),
             retransmissions: AtomicU64::new(0),
+            unexpected_frames: AtomicU64::new(0),
+            error_answers: AtomicU64::new(0),
             poll_latency: Histogram::default(),
             mqtt,
             link: Mutex::new(LinkState {
@@ -163,6 +167,16 @@ impl MachineHealth {
 
     pub fn retransmission(&self) {
         self.retransmissions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `host_polls`: a frame no request waited for (another device's, late).
+    pub fn unexpected_frame(&self) {
+        self.unexpected_frames.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `host_polls`: a poll answered with the request's error message.
+    pub fn error_answer(&self) {
+        self.error_answers.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A POLL answered: from the POLL's decoding to its answer's write.
@@ -245,6 +259,8 @@ impl Health {
                 resyncs: m.resyncs.load(Ordering::Relaxed),
                 skipped_bytes: m.skipped_bytes.load(Ordering::Relaxed),
                 retransmissions: m.retransmissions.load(Ordering::Relaxed),
+                unexpected_frames: m.unexpected_frames.load(Ordering::Relaxed),
+                error_answers: m.error_answers.load(Ordering::Relaxed),
                 poll_latency: m.poll_latency.snapshot(),
                 // A store that cannot be read is reported by the device task
                 // and the sender; here it only makes the depth unknown.
@@ -286,6 +302,10 @@ pub struct MachineSnapshot {
     pub resyncs: u64,
     pub skipped_bytes: u64,
     pub retransmissions: u64,
+    /// Frames no request waited for, dropped (`host_polls`).
+    pub unexpected_frames: u64,
+    /// Polls answered with their error message (`host_polls`).
+    pub error_answers: u64,
     pub poll_latency: HistogramSnapshot,
     /// Items in the machine's outbox; `None` if the store could not be read.
     pub outbox_depth: Option<u64>,

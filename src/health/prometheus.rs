@@ -35,7 +35,7 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(out, "vendgate_uptime_seconds {}", s.uptime.as_secs());
 
-    let per_machine: [PerMachine; 10] = [
+    let per_machine: [PerMachine; 12] = [
         (
             "vendgate_link_up",
             "gauge",
@@ -77,6 +77,18 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Commands written again because the machine did not acknowledge them.",
             |m| Some(m.retransmissions),
+        ),
+        (
+            "vendgate_unexpected_frames_total",
+            "counter",
+            "Frames no request waited for (another device's address, or late), dropped.",
+            |m| Some(m.unexpected_frames),
+        ),
+        (
+            "vendgate_error_answers_total",
+            "counter",
+            "Poll requests the device answered with the request's error message.",
+            |m| Some(m.error_answers),
         ),
         (
             "vendgate_outbox_items",

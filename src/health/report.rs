@@ -19,7 +19,7 @@ use crate::store::{ItemClass, OutItem};
 ///  "machines":{"vm-001":{
 ///     "link":"online","last_offline_reason":"link_lost","since":"2026-11-22T09:28:00.000Z",
 ///     "frames_in":812,"frames_out":815,"checksum_errors":1,"resyncs":1,"skipped_bytes":9,
-///     "retransmissions":0,"polls_answered":800,"poll_latency_us":{"p50":180,"p99":950},
+///     "retransmissions":0,"unexpected_frames":0,"error_answers":0,"polls_answered":800,"poll_latency_us":{"p50":180,"p99":950},
 ///     "outbox_depth":0,"mqtt_reconnects":0,"mqtt_refused":0}},
 ///  "outbox":{"bytes":0,"dropped":{"telemetry":0,"results":0,"events":0}},
 ///  "mqtt_reconnects":0}
@@ -45,6 +45,8 @@ pub fn render_json(s: &Snapshot) -> Value {
                 "resyncs": m.resyncs,
                 "skipped_bytes": m.skipped_bytes,
                 "retransmissions": m.retransmissions,
+                "unexpected_frames": m.unexpected_frames,
+                "error_answers": m.error_answers,
                 "polls_answered": m.poll_latency.count(),
                 "poll_latency_us": {
                     "p50": m.poll_latency.quantile_us(0.5),

@@ -96,6 +96,8 @@ fn snapshot() -> Snapshot {
             resyncs: 2,
             skipped_bytes: 7,
             retransmissions: 3,
+            unexpected_frames: 0,
+            error_answers: 0,
             poll_latency: h.snapshot(),
             outbox_depth: Some(4),
             mqtt_reconnects: 5,

@@ -1,7 +1,8 @@
 //! The link rules of a profile as a state machine without I/O.
 //!
-//! The device task feeds it every decoded frame and a clock; it answers with
-//! what to write back and what the frame meant. Keeping it free of I/O makes
+//! The device core feeds it every decoded frame and a clock; it answers with
+//! what to write back and what the frame meant. `master.rs` holds the rules
+//! of `host_polls`, where the gateway asks and the device answers. Keeping it free of I/O makes
 //! the protocol rules (VMC protocol §3: polls, ACKs, retransmission, PackNO
 //! de-duplication, link-down) testable frame by frame, and keeps the POLL
 //! answer path free of any await.
@@ -12,6 +13,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{Frame, FrameCode};
 use crate::profile::{LinkMode, LinkRules, SequenceRule};
+
+mod master;
+pub use master::{Answered, Requested};
 
 /// An opaque number the device task gives each command so it can match the
 /// link's later verdicts (written, acknowledged, abandoned) to it.
@@ -35,6 +39,10 @@ pub enum Received {
     /// The device sent again a frame we already accepted (its ACK was lost):
     /// write [`Link::ack_frame`] again and publish nothing.
     Retransmission,
+    /// `host_polls`: a frame while a request waits for its answer.
+    Answer(Answered),
+    /// `host_polls`: a frame while no request waits (counted, dropped).
+    Unexpected,
     /// A frame the rules cannot use (e.g. a data frame without its sequence
     /// byte); the caller logs it.
     Invalid(&'static str),
@@ -79,6 +87,7 @@ pub struct Link {
     timeout_override: Option<Duration>,
     last_rx: Option<Instant>,
     up: bool,
+    master: master::Master,
 }
 
 impl Link {
@@ -103,6 +112,7 @@ impl Link {
             timeout_override,
             last_rx: None,
             up: false,
+            master: master::Master::default(),
         }
     }
 
@@ -207,6 +217,11 @@ impl Link {
     }
 
     pub fn receive(&mut self, frame: Frame, now: Instant) -> (Received, Option<Change>) {
+        // As master, only an answer the caller accepts counts as a sign
+        // of life (`answered`).
+        if self.rules.mode == LinkMode::HostPolls {
+            return (self.master_receive(frame), None);
+        }
         self.last_rx = Some(now);
         let change = (!self.up).then(|| {
             self.up = true;
@@ -294,6 +309,10 @@ impl Link {
 
     /// Checks the link-down deadline.
     pub fn tick(&mut self, now: Instant) -> Option<Change> {
+        // As master, failed exchanges decide (`no_answer`), not the clock.
+        if self.rules.mode == LinkMode::HostPolls {
+            return None;
+        }
         let last = self.last_rx?;
         if self.up && now.saturating_duration_since(last) >= self.down_after() {
             self.up = false;
@@ -306,7 +325,13 @@ impl Link {
     /// outstanding stays staged for the next attempt.
     pub fn port_lost(&mut self) -> Option<Change> {
         self.last_rx = None;
+        self.master_reset();
         std::mem::replace(&mut self.up, false).then_some(Change::Down)
+    }
+
+    /// The port (re)opened: nothing of ours is on the line.
+    pub fn port_opened(&mut self, _now: Instant) {
+        self.master_reset();
     }
 
     /// Drops the staged command (e.g. it expired before its first write).

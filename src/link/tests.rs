@@ -22,6 +22,8 @@ fn rules() -> LinkRules {
             dedupe: true,
         }),
         poll_requests: Vec::new(),
+        down_probe_interval: None,
+        address_range: (0, 255),
         poll_interval_command: Some(PollIntervalCommand {
             command: "set_poll_interval".into(),
             arg: "interval_ms".into(),

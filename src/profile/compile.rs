@@ -348,5 +348,25 @@ pub fn link(
         sequence,
         poll_interval_command,
         poll_requests,
+        down_probe_interval: match &l.down_probe_interval {
+            Some(_) if mode != LinkMode::HostPolls => {
+                return sem(
+                    &at(path, ["down_probe_interval".into()]),
+                    "down_probe_interval only applies to mode host_polls",
+                )
+            }
+            Some(_) => Some(dur(&l.down_probe_interval, "down_probe_interval", 0)?),
+            None => None,
+        },
+        address_range: match l.address_range {
+            Some([lo, hi]) if lo > hi => {
+                return sem(
+                    &at(path, ["address_range".into()]),
+                    "address_range is [lowest, highest]",
+                )
+            }
+            Some([lo, hi]) => (lo, hi),
+            None => (0, 255),
+        },
     })
 }

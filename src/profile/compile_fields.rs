@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::error::{at, sem, Seg, Sem};
 use super::fields::{Field, FieldKind};
-use super::message::{Command, Completion, Layout, Message, MessageKind};
+use super::message::{Command, Completion, Layout, Message, MessageKind, Publish};
 use super::schema::{
-    CodeDef, CommandDef, CompletionDef, FieldDef, KindDef, MessageDef, OrderDef, RangeDef, TypeDef,
+    CodeDef, CommandDef, CompletionDef, FieldDef, KindDef, MessageDef, OrderDef, PublishDef,
+    RangeDef, TypeDef,
 };
 use crate::codec::{ByteOrder, FrameCode};
 
@@ -242,7 +243,29 @@ pub fn message(m: &MessageDef, ctx: &Ctx, path: &[Seg]) -> Sem<Message> {
         qos,
         retain: m.retain.unwrap_or(false),
         layout: layout(&m.fields, ctx, &at(path, ["fields".into()]))?,
+        publish: publish(m, path)?,
     })
+}
+
+fn publish(m: &MessageDef, path: &[Seg]) -> Sem<Publish> {
+    let heartbeat = match &m.heartbeat {
+        Some(t) => Some(duration(t, &at(path, ["heartbeat".into()]))?),
+        None => None,
+    };
+    match m.publish {
+        Some(PublishDef::OnChange) if m.kind != KindDef::Telemetry => sem(
+            &at(path, ["publish".into()]),
+            "publish: on_change is for telemetry; events are always published",
+        ),
+        Some(PublishDef::OnChange) => Ok(Publish::OnChange {
+            heartbeat: heartbeat.unwrap_or(Duration::from_secs(300)),
+        }),
+        _ if heartbeat.is_some() => sem(
+            &at(path, ["heartbeat".into()]),
+            "heartbeat applies to publish: on_change only",
+        ),
+        _ => Ok(Publish::Always),
+    }
 }
 
 pub fn duration(text: &str, path: &[Seg]) -> Sem<Duration> {
@@ -256,6 +279,7 @@ pub fn duration(text: &str, path: &[Seg]) -> Sem<Duration> {
 
 pub fn command(c: &CommandDef, ctx: &Ctx, messages: &[Message], path: &[Seg]) -> Sem<Command> {
     let cpath = at(path, ["completion".into()]);
+    let mut error = None;
     let completion = match &c.completion {
         None => Completion::Ack,
         Some(CompletionDef::Word(w)) if w == "ack" => Completion::Ack,
@@ -275,6 +299,15 @@ pub fn command(c: &CommandDef, ctx: &Ctx, messages: &[Message], path: &[Seg]) ->
                     ),
                 );
             }
+            if let Some(name) = &a.error {
+                if !messages.iter().any(|m| &m.name == name) {
+                    return sem(
+                        &at(&cpath, ["error".into()]),
+                        format!("error names message {name:?}, which this profile does not define"),
+                    );
+                }
+                error = Some(name.clone());
+            }
             let timeout = match &a.timeout {
                 Some(t) => duration(t, &at(&cpath, ["timeout".into()]))?,
                 None => Duration::from_secs(2),
@@ -289,6 +322,7 @@ pub fn command(c: &CommandDef, ctx: &Ctx, messages: &[Message], path: &[Seg]) ->
         name: c.name.clone(),
         code: code(ctx, &c.code, &at(path, ["code".into()]))?,
         completion,
+        error,
         idempotent: c.idempotent,
         layout: layout(&c.args, ctx, &at(path, ["args".into()]))?,
     })

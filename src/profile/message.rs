@@ -142,6 +142,16 @@ pub struct Message {
     pub qos: u8,
     pub retain: bool,
     pub layout: Layout,
+    pub publish: Publish,
+}
+
+/// When a telemetry message is published.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// Every time it arrives.
+    Always,
+    /// When its fields changed, or `heartbeat` after the last publication.
+    OnChange { heartbeat: Duration },
 }
 
 impl Message {
@@ -168,6 +178,8 @@ pub struct Command {
     pub name: String,
     pub code: FrameCode,
     pub completion: Completion,
+    /// The message that, as the answer, ends the command `failed`.
+    pub error: Option<String>,
     pub idempotent: bool,
     pub layout: Layout,
 }

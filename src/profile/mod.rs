@@ -9,6 +9,7 @@ mod error;
 mod fields;
 mod message;
 pub mod schema;
+mod script;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -22,9 +23,16 @@ use serde_json::{Map, Value};
 pub use crate::codec::{FrameCode, Framing};
 pub use error::{ArgError, DecodeError, ProfileError};
 pub use fields::{Field, FieldKind};
-pub use message::{Command, Completion, Layout, Message, MessageKind, ENVELOPE_KEYS};
+pub use message::{Command, Completion, Layout, Message, MessageKind, Publish, ENVELOPE_KEYS};
+pub use script::{Periodic, Script, Send};
 
 use error::{at, sem, Seg, Sem};
+
+/// Names a profile may not give its commands: the gateway handles
+/// `cmd/batch` and `cmd/cancel` itself.
+pub const GATEWAY_COMMANDS: [&str; 2] = [BATCH, CANCEL];
+pub const BATCH: &str = "batch";
+pub const CANCEL: &str = "cancel";
 
 /// A compiled, validated device profile.
 #[derive(Clone, Debug)]
@@ -37,7 +45,7 @@ pub struct Profile {
     messages: Vec<Message>,
     commands: Vec<Command>,
     /// The device side for `vendgate simulate`, the demo and tests.
-    pub simulator: crate::sim::Script,
+    pub simulator: Script,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,6 +77,11 @@ pub struct LinkRules {
     pub poll_interval_command: Option<PollIntervalCommand>,
     /// host_polls: commands the host sends every `poll_interval`, in order.
     pub poll_requests: Vec<PollRequest>,
+    /// host_polls: how often a device that is down is probed (default
+    /// 5 × `poll_interval`).
+    pub down_probe_interval: Option<Duration>,
+    /// The addresses a device on this protocol's line may have.
+    pub address_range: (u8, u8),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +204,12 @@ fn compile_profile(def: &schema::ProfileDef, path: &Path) -> Sem<Profile> {
                 "a message name is 1-64 characters of A-Z, a-z, 0-9, _ and -",
             );
         }
-        if let Some(other) = messages.iter().find(|o| o.code == msg.code) {
+        // As master, an answer is decoded with the message its request
+        // names, so two messages may share a code (two register blocks
+        // read with one function code); elsewhere the code decides.
+        let shared_codes = def.link.mode == schema::LinkModeDef::HostPolls;
+        let same_code = messages.iter().find(|o| o.code == msg.code);
+        if let Some(other) = same_code.filter(|_| !shared_codes) {
             return sem(
                 &at(&p, ["code".into()]),
                 format!(
@@ -218,7 +236,7 @@ fn compile_profile(def: &schema::ProfileDef, path: &Path) -> Sem<Profile> {
                 "a command name is 1-64 characters of A-Z, a-z, 0-9, _ and -",
             );
         }
-        if crate::command::batch::GATEWAY_COMMANDS.contains(&cmd.name.as_str()) {
+        if GATEWAY_COMMANDS.contains(&cmd.name.as_str()) {
             return sem(
                 &at(&p, ["name".into()]),
                 format!(

@@ -28,7 +28,7 @@ pub struct ProfileDef {
     /// What `vendgate simulate` plays on the device side (see `sim::Script`);
     /// the gateway itself ignores it.
     #[serde(default)]
-    pub simulator: Option<crate::sim::Script>,
+    pub simulator: Option<super::Script>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,6 +209,12 @@ pub struct LinkDef {
     /// host_polls: commands (with arguments) sent every `poll_interval`.
     #[serde(default)]
     pub poll_requests: Vec<PollRequestDef>,
+    /// host_polls: a device that is down is probed this often (humantime);
+    /// default 5 × `poll_interval`.
+    pub down_probe_interval: Option<String>,
+    /// With `framing.address`: the addresses a device may have, e.g.
+    /// `[1, 247]` for Modbus (0 is broadcast). Default `[0, 255]`.
+    pub address_range: Option<[u8; 2]>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -269,6 +275,20 @@ pub struct MessageDef {
     #[serde(default)]
     pub fields: Vec<FieldDef>,
     pub description: Option<String>,
+    /// Telemetry: `always` (default) or `on_change`: published only when
+    /// its fields differ from the last published value, or `heartbeat` is
+    /// due. A device polled every second then costs no MQTT message a second.
+    pub publish: Option<PublishDef>,
+    /// With `publish: on_change`: publish the unchanged value this often
+    /// anyway (humantime), default `5m`.
+    pub heartbeat: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishDef {
+    Always,
+    OnChange,
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,8 +319,13 @@ pub enum CompletionDef {
 #[serde(deny_unknown_fields)]
 pub struct AnswerDef {
     pub answer: String,
-    /// Default `2s` (VMC §4.2 decision).
+    /// Default `2s` (VMC §4.2 decision). In `host_polls` the answer to the
+    /// command's request may take this long (polls wait `answer_within`).
     pub timeout: Option<String>,
+    /// A message (e.g. a Modbus exception, `code: 0x83`) that, arriving as
+    /// the answer, ends the command `failed` with its decoded fields as
+    /// `response`. It is not published as an event.
+    pub error: Option<String>,
 }
 
 /// Field types; see `FieldDef`.

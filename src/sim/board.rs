@@ -4,6 +4,10 @@
 //! expects an answer within `answer_within`, ACKs commands, sends its data
 //! frames instead of a POLL and retransmits them until ACKed. Tests drive
 //! it through [`Control`] and watch it through [`BoardEvent`]s.
+//!
+//! For `host_polls` profiles (a Modbus slave) it answers each request with
+//! the profile's `simulator.on_command` reaction, addressed as the request
+//! was; with [`Board::answering`] only requests to its own addresses.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -16,9 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Decoder, Encoder};
 use tracing::{debug, warn};
 
-use super::script::Script;
 use crate::codec::{Frame, FrameCode, FrameCodec};
-use crate::profile::{LinkMode, Profile};
+use crate::profile::{LinkMode, Profile, Script};
 
 /// What a test (or the demo) can make the board do.
 #[derive(Debug)]
@@ -73,6 +76,10 @@ pub struct Board<P> {
     outbox: VecDeque<(String, Frame)>,
     last_command: Option<(FrameCode, Bytes)>,
     next_periodic: Vec<Instant>,
+    /// The addresses it answers; `None`: all.
+    addresses: Option<Vec<u8>>,
+    /// The address of the request being answered (its reply carries it).
+    reply_address: Option<u8>,
 }
 
 /// Handle to a running board.
@@ -101,6 +108,8 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
             seq: 0,
             outbox: VecDeque::new(),
             last_command: None,
+            addresses: None,
+            reply_address: None,
         };
         (
             board,
@@ -109,6 +118,13 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
                 events: events_rx,
             },
         )
+    }
+
+    /// Answers only requests to `addresses` (`None`: every request), as
+    /// the devices of a simulated bus.
+    pub fn answering(mut self, addresses: Option<Vec<u8>>) -> Self {
+        self.addresses = addresses;
+        self
     }
 
     pub async fn run(mut self) -> std::io::Result<()> {
@@ -194,7 +210,7 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
         match message.encode(values) {
             Ok(body) => {
                 let frame = Frame {
-                    address: None,
+                    address: self.reply_address,
                     code: message.code.clone(),
                     payload: Bytes::from(body),
                 };
@@ -311,6 +327,15 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
     }
 
     async fn on_command(&mut self, frame: Frame) -> std::io::Result<()> {
+        let for_us = match (&self.addresses, frame.address) {
+            (Some(ours), Some(address)) => ours.contains(&address),
+            _ => true,
+        };
+        if !for_us {
+            // Another device's request on the bus: not ours to answer.
+            return Ok(());
+        }
+        self.reply_address = frame.address;
         let has_seq = self.profile.link.sequence.is_some();
         let (seq, body) = match (has_seq, frame.payload.first()) {
             (true, Some(&seq)) => (Some(seq), frame.payload.slice(1..)),
@@ -321,7 +346,9 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
             (false, _) => (None, frame.payload.clone()),
         };
         let key = (frame.code.clone(), frame.payload.clone());
-        let repeat = self.last_command.as_ref() == Some(&key);
+        // Without sequence numbers a repeat cannot be told from a new
+        // request (a poll is the same frame every time): each is answered.
+        let repeat = has_seq && self.last_command.as_ref() == Some(&key);
         // Two commands share a code (set_time and menu on 0x70): the first
         // whose layout decodes wins.
         let decoded = self

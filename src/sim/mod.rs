@@ -1,13 +1,12 @@
 //! The device side of a profile, for `vendgate simulate`, the demo and the
-//! integration tests: `board.rs` plays the link rules, `script.rs` reads the
-//! profile's optional `simulator:` section (periodic messages, reactions
-//! to commands).
+//! integration tests: `board.rs` plays the link rules, following the
+//! profile's optional `simulator:` section (`profile::Script`: periodic
+//! messages, reactions to commands).
 
 mod board;
-mod script;
 
+pub use crate::profile::{Periodic, Script, Send};
 pub use board::{Board, BoardEvent, BoardHandle, Control};
-pub use script::{Periodic, Script, Send};
 
 /// A pseudo-terminal pair: the device side's end, and the path the gateway
 /// opens. The second end is kept open so the first does not see a hang-up

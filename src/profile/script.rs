@@ -1,4 +1,5 @@
-//! The simulator's script: the optional `simulator:` section of a profile.
+//! The simulator's script: the optional `simulator:` section of a profile
+//! (played by `sim`; the gateway itself ignores it).
 //!
 //! ```yaml
 //! simulator:

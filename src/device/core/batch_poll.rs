@@ -7,15 +7,15 @@ use serde_json::{json, Map};
 use tracing::warn;
 
 use super::batch::End;
-use super::task::Device;
-use super::{Job, QueuedCommand};
+use super::Core;
 use crate::command::{CommandResult, Status};
+use crate::queue::{Job, QueueSlot, QueuedCommand};
 use crate::store::Op;
 
 /// The poll interval while a batch runs, when the profile can set it.
 pub(super) const BATCH_POLL_MS: u64 = 100;
 
-impl Device {
+impl Core {
     /// The current poll interval, when the profile's `poll_interval_command`
     /// can lower it to [`BATCH_POLL_MS`] for the batch and set it back.
     pub(super) fn poll_to_restore(&self) -> Option<u64> {
@@ -44,6 +44,7 @@ impl Device {
             accepted: run.accepted,
             accepted_ms: run.accepted_ms,
             job: Job::Tune,
+            slot: QueueSlot::none(),
         })
     }
 

@@ -1,34 +1,39 @@
-//! What the device task tells the MQTT side about the machine's
-//! availability: the first status after start, debounced `offline`, and
-//! only real changes.
+//! What the core tells the MQTT side about the machine's availability: the
+//! first status after start, debounced `offline`, and only real changes.
 
-use std::time::Instant;
-
-use super::task::Device;
+use super::{Action, Core};
 use crate::link::Change;
 use crate::mqtt::{Availability, OfflineReason};
 
-impl Device {
+impl Core {
     /// A port that opened but stays silent never produces a link-down
     /// transition: after one link-down period from the start, the machine
     /// is reported `offline` so its status is known.
-    pub(super) fn settle_startup(&mut self, now: Instant) {
-        self.settle_debounce(now);
+    pub(super) fn settle_startup(&mut self) {
+        self.settle_debounce();
         let starting = matches!(
-            &*self.ctx.availability.borrow(),
+            &self.published,
             Availability::Offline {
                 reason: OfflineReason::Starting,
                 ..
             }
         );
-        if starting && now.saturating_duration_since(self.started) >= self.link.down_after() {
+        let since = self.now.saturating_duration_since(self.started);
+        if starting && since >= self.link.down_after() {
             self.set_availability(Availability::offline(OfflineReason::LinkLost));
         }
     }
 
-    pub(super) fn port_lost(&mut self) {
+    /// The port failed to open.
+    pub fn port_missing(&mut self, now: std::time::Instant) {
+        self.now = now;
+        self.port_open = false;
+        self.set_availability(Availability::offline(OfflineReason::PortMissing));
+    }
+
+    pub(super) fn mark_port_lost(&mut self) {
         if self.link.port_lost() == Some(Change::Down) || self.down_since.is_none() {
-            self.down_since = Some(Instant::now());
+            self.down_since = Some(self.now);
         }
         self.set_availability(Availability::offline(OfflineReason::PortMissing));
     }
@@ -38,11 +43,12 @@ impl Device {
     /// status); coming back within it publishes nothing at all.
     pub(super) fn set_availability(&mut self, availability: Availability) {
         let debounce = self.ctx.config.status_payloads.debounce;
-        let was_online = matches!(&*self.ctx.availability.borrow(), Availability::Online);
+        let was_online = matches!(&self.published, Availability::Online);
         match &availability {
             Availability::Offline { .. } if was_online && !debounce.is_zero() => {
+                let due = self.now + debounce;
                 self.pending_offline
-                    .get_or_insert_with(|| (availability.clone(), Instant::now() + debounce));
+                    .get_or_insert_with(|| (availability.clone(), due));
                 return;
             }
             _ => self.pending_offline = None,
@@ -51,9 +57,9 @@ impl Device {
     }
 
     /// Publishes an offline state whose debounce ran out.
-    pub(super) fn settle_debounce(&mut self, now: Instant) {
+    fn settle_debounce(&mut self) {
         if let Some((availability, due)) = self.pending_offline.take() {
-            if now >= due {
+            if self.now >= due {
                 self.publish_availability(availability);
             } else {
                 self.pending_offline = Some((availability, due));
@@ -61,21 +67,18 @@ impl Device {
         }
     }
 
-    pub(super) fn publish_availability(&self, availability: Availability) {
+    fn publish_availability(&mut self, availability: Availability) {
         // Only real changes: re-sending the same state would re-publish it.
-        self.ctx.availability.send_if_modified(|current| {
-            let same = matches!(
-                (&*current, &availability),
-                (Availability::Online, Availability::Online)
-            ) || matches!(
-                (&*current, &availability),
-                (Availability::Offline { reason: a, .. }, Availability::Offline { reason: b, .. }) if a == b
-            );
-            if !same {
-                *current = availability.clone();
-                self.ctx.health.link_changed(&availability);
+        let same = match (&self.published, &availability) {
+            (Availability::Online, Availability::Online) => true,
+            (Availability::Offline { reason: a, .. }, Availability::Offline { reason: b, .. }) => {
+                a == b
             }
-            !same
-        });
+            _ => false,
+        };
+        if !same {
+            self.published = availability.clone();
+            self.actions.push(Action::Availability(availability));
+        }
     }
 }

@@ -8,14 +8,15 @@
 
 use std::time::{Duration, Instant};
 
-use tracing::{info, warn};
+use tracing::info;
 
 use super::messages::Decoded;
-use super::task::Device;
 use super::writes::Purpose;
-use super::{Job, QueuedCommand};
+use super::Core;
+use super::Restored;
 use crate::command::{CommandResult, Status};
 use crate::profile::{Completion, LinkMode};
+use crate::queue::{Job, QueuedCommand};
 use crate::store::{CommandPhase, CommandRecord, Op, ReplyTo};
 
 /// How long a command waits for a machine whose link is down before its
@@ -41,21 +42,18 @@ pub(super) enum Phase {
     Awaiting { message: String, deadline: Instant },
 }
 
-impl Device {
+impl Core {
     /// Commands left open by a gateway that stopped: never sent again on
     /// their own (DESIGN §4), reported `failed` with what is known.
-    pub(super) fn recover(&mut self) {
-        let open = match self.ctx.store.open_commands(&self.machine) {
-            Ok(open) => open,
-            Err(e) => {
-                warn!(machine = %self.machine, error = %e, "cannot read open commands");
-                return;
-            }
-        };
+    pub(super) fn recover(&mut self, restored: Restored) {
+        let Restored {
+            open, mut batches, ..
+        } = restored;
         let mut ops = Vec::new();
         // Oldest first at the head of the queue.
         for record in open.iter().rev().filter(|r| r.progress.is_some()) {
-            let resumed = self.resume_batch(record.clone());
+            let stored = batches.remove(&record.id);
+            let resumed = self.resume_batch(record.clone(), stored);
             ops.extend(resumed);
         }
         for record in open.into_iter().filter(|r| r.progress.is_none()) {
@@ -80,7 +78,7 @@ impl Device {
 
     /// Takes the next queued command up when the link can carry it.
     pub(super) fn advance_queue(&mut self) {
-        let can_send = self.link.is_up() || self.link.mode() != LinkMode::DevicePolls;
+        let can_send = self.link_can_send();
         while self.current.is_none() && can_send && !self.link.busy() {
             if self.batch.is_some() {
                 self.next_step();
@@ -189,7 +187,7 @@ impl Device {
             Completion::Answer { message, timeout } => {
                 current.phase = Phase::Awaiting {
                     message: message.clone(),
-                    deadline: Instant::now() + *timeout,
+                    deadline: self.now + *timeout,
                 };
             }
         }
@@ -250,16 +248,24 @@ impl Device {
     pub(super) fn collect_gave_up(&mut self) {
         for token in self.link.take_gave_up() {
             if let Some(done) = self.current.take_if(|c| c.token == token) {
-                let error = format!(
-                    "the machine did not acknowledge the command after {} attempts",
-                    self.ctx.profile.link.retries + 1
-                );
+                let attempts = self.ctx.profile.link.retries + 1;
+                // Say what happened on this link: as master we wait for an
+                // answer, elsewhere for an ACK.
+                let error = match self.link.mode() {
+                    LinkMode::HostPolls => format!(
+                        "the machine did not answer the command; it was sent {attempts} times"
+                    ),
+                    _ => format!(
+                        "the machine did not acknowledge the command after {attempts} attempts"
+                    ),
+                };
                 self.finish(done.cmd, CommandResult::error(None, Status::Timeout, error));
             }
         }
     }
 
-    pub(super) fn check_deadlines(&mut self, now: Instant) {
+    pub(super) fn check_deadlines(&mut self) {
+        let now = self.now;
         if let Some(InProgress {
             phase: Phase::Awaiting { message, deadline },
             ..
@@ -289,10 +295,8 @@ impl Device {
             .into_iter()
             .partition(|cmd| expired(cmd) || offline(cmd));
         self.queue = keep.into();
-        self.ctx
-            .queued
-            .fetch_sub(done.len(), std::sync::atomic::Ordering::SeqCst);
-        for cmd in done {
+        for mut cmd in done {
+            cmd.slot.release();
             if expired(&cmd) {
                 self.finish(cmd, CommandResult::error(None, Status::Expired, EXPIRED));
             } else {

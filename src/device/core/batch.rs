@@ -13,11 +13,11 @@ use serde_json::{json, Value};
 use tracing::info;
 
 use super::batch_poll::BATCH_POLL_MS;
-use super::task::Device;
 use super::writes::Purpose;
-use super::{BatchJob, Job, QueuedCommand};
+use super::Core;
 use crate::command::batch::BATCH;
 use crate::command::{CommandResult, Status};
+use crate::queue::{BatchJob, Job, QueueSlot, QueuedCommand};
 use crate::store::{CommandPhase, CommandRecord, Op, ReplyTo};
 
 /// Progress reports at most this often (plus at every state change).
@@ -45,7 +45,7 @@ pub(super) struct Running {
 /// How a batch ends: `None` is what its steps give (`ok` or `failed`).
 pub(super) type End = Option<(Status, String)>;
 
-impl Device {
+impl Core {
     /// A batch reaches the head of the queue: it runs from its progress.
     pub(super) fn start_batch(&mut self, cmd: QueuedCommand) {
         let Job::Batch(job) = cmd.job else { return };
@@ -56,7 +56,7 @@ impl Device {
             accepted_ms: cmd.accepted_ms,
             job: *job,
             cancelled: false,
-            last_report: Instant::now(),
+            last_report: self.now,
             tune: None,
             restore_ms: None,
             ending: None,
@@ -123,6 +123,7 @@ impl Device {
             job: Job::Step(index),
             // A step's outcome is reported by its batch.
             reply: None,
+            slot: QueueSlot::none(),
         };
         self.stage_command(cmd);
     }
@@ -207,7 +208,7 @@ impl Device {
                 ops.extend(self.report_ops(run, Some(last)));
             }
             if let Some(run) = self.batch.as_mut() {
-                run.last_report = Instant::now();
+                run.last_report = self.now;
             }
         }
         ops
@@ -303,10 +304,8 @@ impl Device {
             .queue
             .iter()
             .position(|c| c.id == target && matches!(c.job, Job::Batch(_)));
-        if let Some(batch) = queued.and_then(|at| self.queue.remove(at)) {
-            self.ctx
-                .queued
-                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        if let Some(mut batch) = queued.and_then(|at| self.queue.remove(at)) {
+            batch.slot.release();
             let error = "the batch was cancelled before it started; no step was sent";
             self.finish(batch, CommandResult::error(None, Status::Cancelled, error));
             return self.finish(cmd, CommandResult::new(None, Status::Ok));

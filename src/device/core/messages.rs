@@ -2,10 +2,10 @@
 
 use serde_json::{Map, Value};
 
-use super::timestamp_now;
 use crate::codec::FrameCode;
 use crate::config::{Config, TopicVars, TopicsConfig};
-use crate::profile::{MessageKind, Profile};
+use crate::profile::{Message, MessageKind, Profile};
+use crate::queue::timestamp_now;
 use crate::store::{ItemClass, OutItem};
 
 /// A data frame as the business side will see it.
@@ -33,6 +33,12 @@ pub(super) fn decode(profile: &Profile, code: &FrameCode, body: &[u8]) -> Decode
         fields.insert("data".into(), Value::from(hex(body)));
         return event(code_name(code), fields);
     };
+    decode_as(message, body)
+}
+
+/// Decodes a frame with the message its request names (`host_polls`:
+/// several messages may share a code). Never fails, like [`decode`].
+pub(super) fn decode_as(message: &Message, body: &[u8]) -> Decoded {
     match message.decode(body) {
         Ok(fields) => Decoded {
             name: message.name.clone(),

@@ -1,30 +1,32 @@
 //! A batch left open by the last run (see `recover` in `commands.rs`).
 
-use std::time::Instant;
-
 use serde_json::Map;
 use tracing::{info, warn};
 
 use super::batch::Running;
-use super::task::Device;
-use super::{gateway_command, BatchJob, Job, QueuedCommand};
+use super::Core;
 use crate::command::batch::{steps_from_json, BATCH};
 use crate::command::{CommandResult, Status};
+use crate::queue::{gateway_command, BatchJob, Job, QueueSlot, QueuedCommand};
 use crate::store::{CommandRecord, Op};
 
-impl Device {
+impl Core {
     /// A batch left open by the last run goes back to the head of the
     /// queue at its first step not acknowledged. A step that may have been
     /// on the wire is sent again only if its command is idempotent;
     /// otherwise it counts as failed with its outcome unknown.
-    pub(super) fn resume_batch(&mut self, record: CommandRecord) -> Vec<Op> {
+    pub(super) fn resume_batch(
+        &mut self,
+        record: CommandRecord,
+        stored: Option<Result<Option<String>, String>>,
+    ) -> Vec<Op> {
         let Some(mut progress) = record.progress.clone() else {
             return Vec::new();
         };
-        let steps = match self.ctx.store.batch(&self.machine, &record.id) {
-            Ok(Some(json)) => steps_from_json(&self.ctx.profile, &json),
-            Ok(None) => Err("its steps are not in the store".to_owned()),
-            Err(e) => Err(e.to_string()),
+        let steps = match stored {
+            Some(Ok(Some(json))) => steps_from_json(&self.ctx.profile, &json),
+            Some(Ok(None)) | None => Err("its steps are not in the store".to_owned()),
+            Some(Err(e)) => Err(e),
         };
         let steps = match steps {
             Ok(steps) => steps,
@@ -73,11 +75,11 @@ impl Device {
         if end.is_some() {
             let run = Running {
                 id: record.id,
-                accepted: Instant::now(),
+                accepted: self.now,
                 accepted_ms: record.at_ms,
                 job,
                 cancelled: false,
-                last_report: Instant::now(),
+                last_report: self.now,
                 tune: None,
                 restore_ms: None,
                 ending: None,
@@ -91,14 +93,14 @@ impl Device {
             body: Vec::new(),
             args: Map::new(),
             expires_at: None,
-            accepted: Instant::now(),
+            accepted: self.now,
             accepted_ms: record.at_ms,
             job: Job::Batch(Box::new(job)),
             reply: record.reply,
+            // Made up by the device itself: it takes no place in the
+            // router's queue limit.
+            slot: QueueSlot::none(),
         };
-        self.ctx
-            .queued
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.queue.push_front(cmd);
         Vec::new()
     }
