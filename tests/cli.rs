@@ -234,3 +234,58 @@ fn simulate_pty_plays_the_board_for_a_real_gateway() {
     });
     assert_eq!(interrupt(&mut sim), Some(0));
 }
+
+#[test]
+fn simulate_plays_two_modbus_slaves_for_a_gateway_polling_the_bus() {
+    let mut sim = Command::new(env!("CARGO_BIN_EXE_vendgate"))
+        .args(["simulate", "--profile", "coolmax-cc200", "--pty"])
+        .args(["--address", "5", "--address", "6", "--profiles-dir"])
+        .arg(repo().join("device-profiles"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("simulate");
+    let lines = stdout_lines(&mut sim);
+    let path = wait_for_line(&lines, "pty path", |l| l.starts_with("/dev/"));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let broker = common::Broker::start();
+        let mut client = common::Client::connect(broker.port, "vending/#").await;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = dir.path().join("store");
+        // Address 9 is on the line in the config, but nobody answers it.
+        let config = format!(
+            "gateway: {{id: gw-test}}\nmqtt: {{url: \"mqtt://127.0.0.1:{}\"}}\nstore: {{path: {}}}\nprofiles_dir: {}\ndevices:\n\
+             \x20 - {{id: cooler-05, profile: coolmax-cc200, port: {path}, address: 5}}\n\
+             \x20 - {{id: cooler-06, profile: coolmax-cc200, port: {path}, address: 6}}\n\
+             \x20 - {{id: cooler-09, profile: coolmax-cc200, port: {path}, address: 9}}\n",
+            broker.port,
+            store.display(),
+            repo().join("device-profiles").display(),
+        );
+        let _gateway = common::Gateway::start(dir.path(), &config);
+        let secs = std::time::Duration::from_secs;
+        client.expect_status("cooler-05", "online", secs(10)).await;
+        client.expect_status("cooler-06", "online", secs(10)).await;
+        client.expect_status("cooler-09", "offline", secs(15)).await;
+        let status = client
+            .expect(secs(5), "cooler-06 status telemetry", |m| {
+                m.topic == "vending/cooler-06/telemetry/status"
+            })
+            .await;
+        assert_eq!(status.json()["temperature"], 4.5);
+        client
+            .publish(
+                "vending/cooler-05/cmd/set_setpoint",
+                r#"{"id":"sp-1","celsius":6.5}"#,
+                false,
+            )
+            .await;
+        let result = client
+            .expect_result("cooler-05", "set_setpoint", "sp-1", secs(5))
+            .await;
+        assert_eq!(result["status"], "ok", "{result}");
+        assert_eq!(result["response"]["celsius"], 6.5, "{result}");
+    });
+    assert_eq!(interrupt(&mut sim), Some(0));
+}

@@ -232,12 +232,23 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
     async fn read_frame(&mut self, timeout: Duration) -> std::io::Result<Option<(Frame, Instant)>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut first_byte = None;
+        let silence = self.codec.needs_silence();
         loop {
             if let Some(frame) = self.codec.decode(&mut self.buf)? {
                 return Ok(Some((frame, first_byte.unwrap_or_else(Instant::now))));
             }
-            let read = tokio::time::timeout_at(deadline, self.port.read_buf(&mut self.buf)).await;
+            // Silence framing: a frame ends when the line stays quiet.
+            let until = match silence.filter(|_| !self.buf.is_empty()) {
+                Some(gap) => tokio::time::Instant::now() + gap,
+                None => deadline,
+            };
+            let read = tokio::time::timeout_at(until, self.port.read_buf(&mut self.buf)).await;
             match read {
+                Err(_) if until != deadline => {
+                    if let Some(frame) = self.codec.decode_silence(&mut self.buf) {
+                        return Ok(Some((frame, first_byte.unwrap_or_else(Instant::now))));
+                    }
+                }
                 Err(_) => return Ok(None),
                 Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(Ok(_)) => {

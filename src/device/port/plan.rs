@@ -185,3 +185,6 @@ fn located(config: &Config, problems: Vec<(usize, Problem)>) -> ConfigErrors {
     errors.dedup_by(|a, b| a.line == b.line && a.column == b.column && a.message == b.message);
     ConfigErrors(errors)
 }
+
+#[cfg(test)]
+mod tests;
