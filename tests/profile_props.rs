@@ -37,7 +37,7 @@ fn frame_for(p: &Profile, code: u32, payload: Vec<u8>) -> Frame {
             }
         }
         FramingKind::Binary(b) => Frame {
-            address: b.address.then_some(code as u8),
+            address: (b.address > 0).then_some((code & 0xFF) as u16),
             code: FrameCode::Num(code & 0xFF),
             payload: Bytes::from(payload),
         },

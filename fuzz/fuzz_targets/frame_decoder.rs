@@ -1,12 +1,22 @@
 //! Fuzzes `vendgate::codec::FrameCodec` (the `tokio_util` decoder/encoder) with
-//! the framings of the shipped VMC profile and of the three fixture profiles.
+//! the framings of the shipped VMC and CoolMax CC-200 profiles and of the
+//! three fixture profiles.
 //!
 //! Input layout:
-//!   byte 0        bits 0-1: profile (0 VMC, 1 modbus-rtu, 2 stx-etx-dle, 3 ascii-line)
+//!   byte 0        bits 0-1: profile (0 VMC, 1 silence + address (Modbus RTU),
+//!                           2 stx-etx-dle, 3 ascii-line)
 //!                 bits 2-7: chunk size - 1 (1..=64 bytes per simulated serial read)
-//!   byte 1        only for silence framings (modbus-rtu): bit (i % 8) set = the
-//!                 line goes quiet after chunk i, so `decode_silence` is called
+//!   byte 1        only for the silence framings (profile 1):
+//!                 bit 7:    0 = fixtures/profiles/modbus-rtu.yaml,
+//!                           1 = device-profiles/coolmax-cc200.yaml (a bus line:
+//!                               every frame carries its slave address)
+//!                 bits 0-6: bit (i % 7) set = the line goes quiet after chunk i,
+//!                           so `decode_silence` is called
 //!   rest          the serial byte stream
+//!
+//! (Before coolmax-cc200 was added, byte 1 was an 8-bit mask taken `i % 8`;
+//! the existing seeds keep working: 0xFF still means "quiet after every
+//! read", now on the coolmax framing, and 0x01 "quiet after the first read".)
 //!
 //! Invariants (ARCHITECTURE.md, codec):
 //!   * `decode`/`decode_eof` never return `Err` for data;
@@ -14,17 +24,24 @@
 //!   * `decode_eof` leaves the buffer empty (leftovers are dropped, not kept);
 //!   * `stats().frames` equals the number of frames handed out;
 //!   * every decoded frame re-encodes (`Encoder<&Frame>`) to bytes that a fresh
-//!     codec decodes back to exactly that one frame.
+//!     codec decodes back to exactly that one frame;
+//!   * framings with an address (the two Modbus RTU ones): every decoded frame
+//!     has `Some(address)`, and its re-encoding is byte for byte a piece of
+//!     the input (the same bytes, not merely an equivalent frame); and a frame
+//!     built from the input's first bytes (address 0..=255 - any address on a
+//!     bus, also broadcast 0 and the reserved 248..=255 - function code,
+//!     payload) encodes, starts with its address byte, and decodes back to
+//!     itself with the address kept in `Frame.address`.
 
 #![no_main]
 
 use std::path::Path;
 use std::sync::OnceLock;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::{Decoder, Encoder};
-use vendgate::codec::{Frame, FrameCodec};
+use vendgate::codec::{Frame, FrameCode, FrameCodec, FramingKind};
 use vendgate::profile::{Framing, Profile};
 
 fn load(text: &str, path: &str) -> Profile {
@@ -32,8 +49,11 @@ fn load(text: &str, path: &str) -> Profile {
         .unwrap_or_else(|e| panic!("profile {path} does not load: {e}"))
 }
 
-fn profiles() -> &'static [Profile; 4] {
-    static PROFILES: OnceLock<[Profile; 4]> = OnceLock::new();
+/// Index of the CoolMax CC-200 profile in [`profiles`].
+const COOLMAX: usize = 4;
+
+fn profiles() -> &'static [Profile; 5] {
+    static PROFILES: OnceLock<[Profile; 5]> = OnceLock::new();
     PROFILES.get_or_init(|| {
         [
             load(
@@ -51,6 +71,10 @@ fn profiles() -> &'static [Profile; 4] {
             load(
                 include_str!("../../fixtures/profiles/ascii-line.yaml"),
                 "fixtures/profiles/ascii-line.yaml",
+            ),
+            load(
+                include_str!("../../device-profiles/coolmax-cc200.yaml"),
+                "device-profiles/coolmax-cc200.yaml",
             ),
         ]
     })
@@ -96,22 +120,28 @@ fuzz_target!(|data: &[u8]| {
     let Some((&ctl, mut rest)) = data.split_first() else {
         return;
     };
-    let profile = &profiles()[usize::from(ctl & 0b11)];
+    let mut index = usize::from(ctl & 0b11);
     let chunk_size = usize::from(ctl >> 2) + 1;
-    let framing = &profile.framing;
-    let max = framing.max_frame;
 
-    let mut codec = FrameCodec::new(framing);
+    let mut codec = FrameCodec::new(&profiles()[index].framing);
     let silence_mask = match codec.needs_silence() {
         Some(_) => match rest.split_first() {
             Some((&m, r)) => {
                 rest = r;
-                m
+                if m & 0x80 != 0 {
+                    index = COOLMAX;
+                    codec = FrameCodec::new(&profiles()[index].framing);
+                }
+                m & 0x7f
             }
             None => return,
         },
         None => 0,
     };
+    let profile = &profiles()[index];
+    let framing = &profile.framing;
+    let max = framing.max_frame;
+    let quiet_after = |i: usize| silence_mask & (1 << (i % 7)) != 0;
 
     let mut buf = BytesMut::new();
     let mut frames = Vec::new();
@@ -126,7 +156,7 @@ fuzz_target!(|data: &[u8]| {
             chunk.len()
         );
         drain(&mut codec, &mut buf, &mut frames);
-        if codec.needs_silence().is_some() && silence_mask & (1 << (i % 8)) != 0 {
+        if codec.needs_silence().is_some() && quiet_after(i) {
             frames.extend(codec.decode_silence(&mut buf));
         }
     }
@@ -167,5 +197,67 @@ fuzz_target!(|data: &[u8]| {
             profile.name,
             &out[..]
         );
+        if framing.has_address() {
+            assert!(
+                frame.address.is_some(),
+                "{}: frame {frame:?} lost its address",
+                profile.name
+            );
+            assert!(
+                contains(rest, &out),
+                "{}: frame {frame:?} re-encodes as {:02X?}, which is not in the input",
+                profile.name,
+                &out[..]
+            );
+        }
+    }
+
+    if framing.has_address() {
+        any_address(profile, rest);
     }
 });
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A frame for any 1-byte address (0..=255), any function code and a payload
+/// taken from the input: it encodes, its first byte after the sync is the
+/// address, and it decodes back to exactly itself.
+fn any_address(profile: &Profile, rest: &[u8]) {
+    let framing = &profile.framing;
+    let FramingKind::Binary(binary) = &framing.kind else {
+        return;
+    };
+    let [address, code, payload @ ..] = rest else {
+        return;
+    };
+    let checksum = binary.checksum.as_ref().map_or(0, |c| c.algorithm.size());
+    let overhead = binary.sync.len() + binary.address + binary.code_size + checksum;
+    let room = framing.max_frame.saturating_sub(overhead);
+    let payload = &payload[..payload.len().min(room)];
+    let frame = Frame {
+        address: Some(u16::from(*address)),
+        code: FrameCode::Num(u32::from(*code)),
+        payload: Bytes::copy_from_slice(payload),
+    };
+    let mut out = BytesMut::new();
+    if let Err(e) = FrameCodec::new(framing).encode(&frame, &mut out) {
+        panic!("{}: frame {frame:?} does not encode: {e}", profile.name);
+    }
+    assert_eq!(
+        out.get(binary.sync.len()),
+        Some(address),
+        "{}: frame {frame:?} encodes as {:02X?}, not starting with its address",
+        profile.name,
+        &out[..]
+    );
+    let again = decode_whole(framing, &out);
+    assert_eq!(
+        again.as_slice(),
+        std::slice::from_ref(&frame),
+        "{}: frame for address {address} encoded as {:02X?} decodes differently",
+        profile.name,
+        &out[..]
+    );
+}

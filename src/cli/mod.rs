@@ -80,7 +80,7 @@ pub enum Command {
         /// (repeat for several devices on one simulated bus). Without it
         /// the simulator answers every address, as the only device on its line.
         #[arg(long = "address")]
-        addresses: Vec<u8>,
+        addresses: Vec<u16>,
     },
 }
 

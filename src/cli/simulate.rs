@@ -15,7 +15,7 @@ pub async fn simulate(
     dir: &Path,
     port: Option<&Path>,
     pty: bool,
-    addresses: Option<Vec<u8>>,
+    addresses: Option<Vec<u16>>,
 ) -> i32 {
     let profile = match Profile::resolve(dir, name) {
         Ok(profile) => Arc::new(profile),
@@ -71,7 +71,7 @@ fn start<P>(
     profile: Arc<Profile>,
     script: Script,
     port: P,
-    addresses: Option<Vec<u8>>,
+    addresses: Option<Vec<u16>>,
 ) -> (BoardTask, BoardHandle)
 where
     P: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,

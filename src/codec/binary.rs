@@ -133,9 +133,7 @@ fn finish(f: &BinaryFraming, logical: &[u8], consumed: usize) -> Parse {
     }
     let slice = |p: Part| lay.get(&p).map_or(&[][..], |(s, n)| &logical[*s..s + n]);
     let frame = Frame {
-        address: f
-            .address
-            .then(|| slice(Part::Address).first().copied().unwrap_or(0)),
+        address: (f.address > 0).then(|| get_uint(slice(Part::Address), ByteOrder::Big) as u16),
         code: FrameCode::Num(get_uint(slice(Part::Code), ByteOrder::Big) as u32),
         payload: Bytes::copy_from_slice(slice(Part::Payload)),
     };
@@ -257,7 +255,12 @@ pub(super) fn encode(
     let mut logical = f.sync.clone();
     for part in f.header_parts() {
         match part {
-            Part::Address => logical.push(frame.address.unwrap_or(0)),
+            Part::Address => put_uint(
+                &mut logical,
+                u64::from(frame.address.unwrap_or(0)),
+                f.address,
+                ByteOrder::Big,
+            ),
             Part::Code => put_uint(&mut logical, u64::from(*code), f.code_size, ByteOrder::Big),
             Part::Length => {
                 let Some(len) = &f.length else { continue };

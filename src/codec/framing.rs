@@ -35,8 +35,9 @@ pub enum Part {
 pub struct BinaryFraming {
     /// Bytes every frame starts with; empty only with silence framing.
     pub sync: Vec<u8>,
-    /// One address byte follows the sync bytes (Modbus slave id).
-    pub address: bool,
+    /// Bytes of the address field after the sync bytes (Modbus slave id:
+    /// 1); 0 when frames carry no address. Two bytes are big-endian.
+    pub address: usize,
     /// 1 or 2 (big-endian) bytes of frame code.
     pub code_size: usize,
     pub length: Option<LengthField>,
@@ -91,9 +92,18 @@ pub struct AsciiLineFraming {
 }
 
 impl Framing {
+    /// The largest address the frames can carry, if they carry one.
+    pub fn max_address(&self) -> Option<u16> {
+        match &self.kind {
+            FramingKind::Binary(b) if b.address == 1 => Some(u16::from(u8::MAX)),
+            FramingKind::Binary(b) if b.address > 1 => Some(u16::MAX),
+            _ => None,
+        }
+    }
+
     /// Whether frames carry the device's address.
     pub fn has_address(&self) -> bool {
-        matches!(&self.kind, FramingKind::Binary(b) if b.address)
+        matches!(&self.kind, FramingKind::Binary(b) if b.address > 0)
     }
 }
 
@@ -101,7 +111,7 @@ impl BinaryFraming {
     /// Wire order of the parts before the payload.
     pub fn header_parts(&self) -> Vec<Part> {
         let mut parts = Vec::new();
-        if self.address {
+        if self.address > 0 {
             parts.push(Part::Address);
         }
         match &self.length {
@@ -125,7 +135,7 @@ impl BinaryFraming {
     pub fn part_size(&self, part: Part) -> usize {
         match part {
             Part::Sync => self.sync.len(),
-            Part::Address => usize::from(self.address),
+            Part::Address => self.address,
             Part::Code => self.code_size,
             Part::Length => self.length.as_ref().map_or(0, |l| l.size),
             Part::Payload => 0,

@@ -43,7 +43,7 @@ impl std::fmt::Display for FrameCode {
 /// One frame: everything but sync, length, checksum and stuffing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame {
-    pub address: Option<u8>,
+    pub address: Option<u16>,
     pub code: FrameCode,
     /// Includes the link's sequence byte, if the link has one.
     pub payload: Bytes,

@@ -11,7 +11,7 @@ pub(crate) fn vmc() -> Framing {
         max_frame: 262,
         kind: FramingKind::Binary(BinaryFraming {
             sync: vec![0xFA, 0xFB],
-            address: false,
+            address: 0,
             code_size: 1,
             length: Some(LengthField {
                 size: 1,
@@ -250,4 +250,21 @@ fn fuzz_regressions_stuffed_frames() {
     for chunk in [1, 63, 200] {
         assert_round_trips(&profile.framing, &long, chunk);
     }
+}
+
+#[test]
+fn a_two_byte_address_is_big_endian_after_the_sync_and_round_trips() {
+    let mut framing = vmc();
+    if let FramingKind::Binary(b) = &mut framing.kind {
+        b.address = 2;
+    }
+    let mut codec = FrameCodec::new(&framing);
+    let sent = Frame {
+        address: Some(0x1234),
+        ..frame(0x41, &[7])
+    };
+    let mut out = BytesMut::new();
+    codec.encode(&sent, &mut out).unwrap();
+    assert_eq!(&out[..4], &[0xFA, 0xFB, 0x12, 0x34]);
+    assert_eq!(decode_all(&mut codec, &out), vec![sent]);
 }

@@ -39,7 +39,7 @@ pub(crate) struct DeviceSection {
     /// profile's `link.address_range`. Devices whose ports are the same
     /// device file share the line as a bus and need different addresses.
     #[serde(default)]
-    address: Option<u8>,
+    address: Option<u16>,
 }
 
 /// USB identity of a serial adapter, as `lsusb` shows it.
@@ -96,7 +96,7 @@ pub struct DeviceConfig {
     pub usb: Option<UsbMatch>,
     pub baud: Option<u32>,
     pub link_timeout: Option<Duration>,
-    pub address: Option<u8>,
+    pub address: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

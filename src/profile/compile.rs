@@ -61,7 +61,10 @@ pub fn framing(f: &FramingDef, path: &[Seg]) -> Sem<(Framing, Ctx)> {
     if let Some(a) = &f.ascii_line {
         let binary_keys = [
             ("sync", !f.sync.is_empty()),
-            ("address", f.address),
+            (
+                "address",
+                f.address != super::schema::AddressDef::Flag(false),
+            ),
             ("code_size", f.code_size.is_some()),
             ("length", f.length.is_some()),
             ("checksum", f.checksum.is_some()),
@@ -123,7 +126,16 @@ pub fn framing(f: &FramingDef, path: &[Seg]) -> Sem<(Framing, Ctx)> {
     }
     let mut b = BinaryFraming {
         sync: f.sync.clone(),
-        address: f.address,
+        address: match f.address {
+            super::schema::AddressDef::Flag(on) => usize::from(on),
+            super::schema::AddressDef::Sized(s) if (1..=2).contains(&s.size) => s.size,
+            super::schema::AddressDef::Sized(_) => {
+                return sem(
+                    &at(path, ["address".into()]),
+                    "address size must be 1 or 2 bytes",
+                )
+            }
+        },
         code_size,
         length: None,
         checksum: None,
@@ -366,7 +378,7 @@ pub fn link(
                 )
             }
             Some([lo, hi]) => (lo, hi),
-            None => (0, 255),
+            None => (0, u16::MAX),
         },
     })
 }

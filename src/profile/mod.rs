@@ -81,7 +81,7 @@ pub struct LinkRules {
     /// 5 × `poll_interval`).
     pub down_probe_interval: Option<Duration>,
     /// The addresses a device on this protocol's line may have.
-    pub address_range: (u8, u8),
+    pub address_range: (u16, u16),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

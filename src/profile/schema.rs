@@ -91,9 +91,10 @@ pub struct FramingDef {
     /// Bytes that start every frame, e.g. `[0xFA, 0xFB]`. Needed unless `silence` or `ascii_line`.
     #[serde(default)]
     pub sync: Vec<u8>,
-    /// `true`: one address byte follows the sync bytes.
+    /// `true`: one address byte follows the sync bytes (or starts the
+    /// frame without sync); `{size: 2}` for a two-byte address (big-endian).
     #[serde(default)]
-    pub address: bool,
+    pub address: AddressDef,
     /// Size of the frame code in bytes: 1 (default) or 2 (big-endian).
     pub code_size: Option<usize>,
     pub length: Option<LengthDef>,
@@ -107,6 +108,27 @@ pub struct FramingDef {
     pub ascii_line: Option<AsciiLineDef>,
     /// Largest frame on the wire in bytes (bounds the receive buffer). Default 512.
     pub max_frame: Option<usize>,
+}
+
+/// `framing.address`: `true`/`false`, or `{size: 1}` / `{size: 2}`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum AddressDef {
+    Flag(bool),
+    Sized(AddressSizeDef),
+}
+
+impl Default for AddressDef {
+    fn default() -> Self {
+        AddressDef::Flag(false)
+    }
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AddressSizeDef {
+    /// 1 or 2 bytes.
+    pub size: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,8 +235,9 @@ pub struct LinkDef {
     /// default 5 × `poll_interval`.
     pub down_probe_interval: Option<String>,
     /// With `framing.address`: the addresses a device may have, e.g.
-    /// `[1, 247]` for Modbus (0 is broadcast). Default `[0, 255]`.
-    pub address_range: Option<[u8; 2]>,
+    /// `[1, 247]` for Modbus (0 is broadcast). Default: every address the
+    /// field can hold.
+    pub address_range: Option<[u16; 2]>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -77,9 +77,9 @@ pub struct Board<P> {
     last_command: Option<(FrameCode, Bytes)>,
     next_periodic: Vec<Instant>,
     /// The addresses it answers; `None`: all.
-    addresses: Option<Vec<u8>>,
+    addresses: Option<Vec<u16>>,
     /// The address of the request being answered (its reply carries it).
-    reply_address: Option<u8>,
+    reply_address: Option<u16>,
 }
 
 /// Handle to a running board.
@@ -122,7 +122,7 @@ impl<P: AsyncRead + AsyncWrite + Unpin + Send + 'static> Board<P> {
 
     /// Answers only requests to `addresses` (`None`: every request), as
     /// the devices of a simulated bus.
-    pub fn answering(mut self, addresses: Option<Vec<u8>>) -> Self {
+    pub fn answering(mut self, addresses: Option<Vec<u16>>) -> Self {
         self.addresses = addresses;
         self
     }

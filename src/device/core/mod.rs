@@ -171,7 +171,7 @@ impl Core {
     }
 
     /// The device's address on its line, written into every frame.
-    pub fn address(&self) -> Option<u8> {
+    pub fn address(&self) -> Option<u16> {
         self.ctx.device.address
     }
 

@@ -24,7 +24,7 @@ fn repo_profile(name: &str) -> Arc<Profile> {
     Arc::new(Profile::resolve(&dir, name).expect("shipped profile"))
 }
 
-fn core(profile: &str, address: Option<u8>, t0: Instant) -> Core {
+fn core(profile: &str, address: Option<u16>, t0: Instant) -> Core {
     let text = format!(
         "gateway: {{id: gw}}\nmqtt: {{url: \"mqtt://127.0.0.1:1883\"}}\nstore: {{path: /tmp/unused}}\ndevices:\n  - {{id: m1, profile: {profile}, port: /dev/null}}\n"
     );
@@ -47,7 +47,7 @@ fn cooler(t0: Instant) -> Core {
     core("coolmax-cc200", Some(5), t0)
 }
 
-fn frame(address: Option<u8>, code: u32, payload: &[u8]) -> Frame {
+fn frame(address: Option<u16>, code: u32, payload: &[u8]) -> Frame {
     Frame {
         address,
         code: FrameCode::Num(code),

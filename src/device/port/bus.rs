@@ -13,7 +13,7 @@ use crate::codec::Frame;
 
 /// What the bus needs of a device on it.
 pub trait BusStation {
-    fn address(&self) -> Option<u8>;
+    fn address(&self) -> Option<u16>;
     /// When it wants to transmit next; `None`: nothing to send.
     fn due(&self, now: Instant) -> Option<Instant>;
     /// Until when the answer to its request on the line may come.

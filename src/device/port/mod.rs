@@ -65,7 +65,7 @@ pub fn device_file(device: &crate::config::DeviceConfig) -> Result<PathBuf, Stri
 }
 
 impl BusStation for Station {
-    fn address(&self) -> Option<u8> {
+    fn address(&self) -> Option<u16> {
         self.core.address()
     }
 

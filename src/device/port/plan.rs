@@ -59,7 +59,9 @@ pub fn plan_lines(
 type Problem = (&'static str, String);
 
 fn address_problem(device: &DeviceConfig, profile: &Profile) -> Option<Problem> {
+    // The range is bounded by what the address field can hold.
     let (lo, hi) = profile.link.address_range;
+    let hi = hi.min(profile.framing.max_address().unwrap_or(0));
     match (profile.framing.has_address(), device.address) {
         (true, None) => Some(("id", format!(
             "profile {} has an address field in its frames: give this device its `address` on the line ({lo}..={hi})",
@@ -91,7 +93,7 @@ fn line_problems(
     let profile = |i: usize| profiles.get(&device(i).profile);
     let first = members[0];
     let shown = file.display();
-    let mut addresses: HashMap<u8, usize> = HashMap::new();
+    let mut addresses: HashMap<u16, usize> = HashMap::new();
     for &i in members {
         let Some(p) = profile(i) else { continue };
         if p.link.mode != LinkMode::HostPolls {

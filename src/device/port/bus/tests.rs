@@ -14,7 +14,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 /// being asked unless `dead`, and counts what happened to it.
 #[derive(Default)]
 struct Fake {
-    address: u8,
+    address: u16,
     backlog: bool,
     due_at: Option<Instant>,
     on_wire: Option<Instant>,
@@ -24,7 +24,7 @@ struct Fake {
 }
 
 impl BusStation for Fake {
-    fn address(&self) -> Option<u8> {
+    fn address(&self) -> Option<u16> {
         Some(self.address)
     }
     fn due(&self, now: Instant) -> Option<Instant> {
@@ -53,7 +53,7 @@ impl BusStation for Fake {
     }
 }
 
-fn fake(address: u8) -> Fake {
+fn fake(address: u16) -> Fake {
     Fake {
         address,
         backlog: true,
@@ -61,7 +61,7 @@ fn fake(address: u8) -> Fake {
     }
 }
 
-fn frame(address: Option<u8>) -> Frame {
+fn frame(address: Option<u16>) -> Frame {
     Frame {
         address,
         code: FrameCode::Num(3),

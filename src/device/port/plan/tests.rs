@@ -104,3 +104,22 @@ fn an_address_on_a_device_whose_frames_carry_none_is_refused() {
     assert!(error.contains("devices[0].address"), "{error}");
     assert!(error.contains("carry no address"), "{error}");
 }
+
+#[test]
+fn a_two_byte_address_field_takes_addresses_above_255() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("device-profiles");
+    let text = std::fs::read_to_string(dir.join("coolmax-cc200.yaml"))
+        .expect("profile")
+        .replace("address: true ", "address: {size: 2}")
+        .replace("address_range: [1, 247]", "address_range: [1, 4000]");
+    let profile = Profile::from_str(&text, Path::new("wide.yaml")).expect("valid");
+    assert_eq!(profile.framing.max_address(), Some(u16::MAX));
+    let mut profiles = profiles();
+    profiles.insert("coolmax-cc200".into(), Arc::new(profile));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("config.yaml");
+    let text = "gateway: {id: gw}\nmqtt: {url: \"mqtt://127.0.0.1:1883\"}\nstore: {path: store}\ndevices:\n  - {id: a, profile: coolmax-cc200, port: /dev/x, address: 3000}\n";
+    std::fs::write(&path, text).expect("config");
+    let config = Config::from_str(text, &path).expect("config");
+    assert!(plan_lines(&config, &profiles).is_ok());
+}
