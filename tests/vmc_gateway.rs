@@ -473,6 +473,26 @@ async fn retained_commands_are_never_executed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn an_empty_command_payload_clears_a_retained_command_and_gets_no_result() {
+    let mut r = rig(Script::default()).await;
+    r.client.drain(Duration::from_millis(200)).await;
+    // The usual way to clear a retained message, and a plain empty publish.
+    r.client.publish("vending/vm-001/cmd/buy", "", true).await;
+    r.client.publish("vending/vm-001/cmd/buy", "", false).await;
+    let seen = r.client.drain(SECS(2)).await;
+    let results: Vec<_> = seen
+        .iter()
+        .filter(|m| m.topic.ends_with("/result"))
+        .map(|m| m.payload.clone())
+        .collect();
+    assert!(
+        results.is_empty(),
+        "no result for an empty payload: {results:?}"
+    );
+    assert_eq!(command_count(&r.board.drain(SECS(1)).await), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn expired_commands_are_not_executed() {
     let mut r = rig(Script::default()).await;
     r.client

@@ -123,6 +123,12 @@ impl Router {
             Some(Err(why)) => (None, Some(why)),
             None => (None, None),
         };
+        // An empty payload is how MQTT clears a retained message (DESIGN
+        // §4): nothing to run and nobody to answer, so no result at all.
+        if publish.payload.is_empty() {
+            debug!(machine = %self.machine, topic = %publish.topic, retain = publish.retain, "empty command payload ignored");
+            return Verdict::Ignore;
+        }
         let envelope = match parse::envelope(
             &publish.payload,
             publish.retain,

@@ -250,6 +250,9 @@ impl Core {
                 CommandResult::error(None, Status::Failed, error).with_response(decoded.fields)
             }
             Verdict::Answer(decoded) => {
+                // An answer the profile also declares as telemetry or an
+                // event is published there as usual (DESIGN §4).
+                self.publish_answer(&decoded);
                 CommandResult::new(None, Status::Ok).with_response(decoded.fields)
             }
             Verdict::Refused(decoded) => {
@@ -267,16 +270,30 @@ impl Core {
         self.finish(done.cmd, result);
     }
 
+    /// Publishes an answer as its message's kind says: telemetry (on
+    /// change), an event (durable, with `seq`), a response not at all.
+    fn publish_answer(&mut self, decoded: &messages::Decoded) {
+        match decoded.kind {
+            MessageKind::Telemetry => self.publish_telemetry(decoded),
+            MessageKind::Event => {
+                let op = self.event_op(decoded);
+                let state = self.state_op(None);
+                self.schedule(vec![op, state], Purpose::Done);
+            }
+            MessageKind::Response => {}
+        }
+    }
+
     fn poll_answered(&mut self, def: &Command, verdict: Verdict) {
         match verdict {
-            Verdict::Answer(decoded) => match decoded.kind {
-                MessageKind::Telemetry => self.publish_telemetry(&decoded),
-                MessageKind::Event | MessageKind::Response => {
-                    let op = self.event_op(&decoded);
-                    let state = self.state_op(None);
-                    self.schedule(vec![op, state], Purpose::Done);
-                }
-            },
+            // A poll's answer of kind `response` has nobody waiting: it is
+            // published as an event of its name rather than lost.
+            Verdict::Answer(decoded) if decoded.kind == MessageKind::Response => {
+                let op = self.event_op(&decoded);
+                let state = self.state_op(None);
+                self.schedule(vec![op, state], Purpose::Done);
+            }
+            Verdict::Answer(decoded) => self.publish_answer(&decoded),
             Verdict::Refused(decoded) => {
                 warn!(machine = %self.machine, request = %def.name, answer = %decoded.name, fields = %serde_json::Value::Object(decoded.fields), "the device refused a poll request");
                 self.ctx.health.error_answer();

@@ -219,6 +219,11 @@ fn an_unanswered_poll_is_retried_then_the_device_goes_down_and_is_only_probed() 
 
 /// Brings the cooler up, then stages `cmd`: returns the time it is on the line.
 fn command_on_the_line(c: &mut Core, cmd: QueuedCommand, t0: Instant) -> Instant {
+    command_on_the_line_with(c, cmd, t0, 0x06)
+}
+
+/// Like `command_on_the_line`, for a command with function code `code`.
+fn command_on_the_line_with(c: &mut Core, cmd: QueuedCommand, t0: Instant, code: u32) -> Instant {
     assert!(c.transmit(t0));
     c.frame(status_answer(), t0 + MS(5));
     assert!(c.transmit(t0 + MS(6)));
@@ -236,8 +241,7 @@ fn command_on_the_line(c: &mut Core, cmd: QueuedCommand, t0: Instant) -> Instant
     assert!(c.transmit(t));
     let sent = c.take_actions();
     let frames = writes(&sent);
-    assert_eq!(frames[0].code, FrameCode::Num(0x06));
-    assert_eq!(&frames[0].payload[..2], &[0, 1], "the setpoint register");
+    assert_eq!(frames[0].code, FrameCode::Num(code));
     t
 }
 
@@ -335,4 +339,28 @@ fn vmc_polls_are_answered_at_once_and_data_is_acked_after_its_commit() {
     c.committed(true, t0 + MS(3));
     let sent = c.take_actions();
     assert_eq!(writes(&sent)[0].code, FrameCode::Num(0x42));
+}
+
+#[test]
+fn a_poll_command_sent_over_mqtt_answers_in_its_result_and_on_its_telemetry_topic() {
+    let t0 = Instant::now();
+    let mut c = cooler(t0);
+    let profile = repo_profile("coolmax-cc200");
+    let def = profile.command("read_status").expect("command").clone();
+    let cmd = QueuedCommand {
+        id: "rs-1".into(),
+        body: def.encode(&Map::new()).expect("valid"),
+        def,
+        ..set_setpoint(0.0)
+    };
+    let t = command_on_the_line_with(&mut c, cmd, t0, 0x03);
+    c.frame(
+        frame(Some(5), 0x03, &[8, 0, 60, 0, 30, 0, 0, 0, 1]),
+        t + MS(5),
+    );
+    let actions = c.take_actions();
+    assert_eq!(telemetry(&actions)[0]["temperature"], 6.0);
+    let results = appended(&actions);
+    assert_eq!(results[0].1["status"], "ok");
+    assert_eq!(results[0].1["response"]["temperature"], 6.0);
 }
