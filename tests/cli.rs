@@ -289,3 +289,31 @@ fn simulate_plays_two_modbus_slaves_for_a_gateway_polling_the_bus() {
     });
     assert_eq!(interrupt(&mut sim), Some(0));
 }
+
+#[test]
+fn completions_and_the_man_page_cover_every_subcommand() {
+    let subcommands = ["run", "check", "demo", "simulate", "completions", "man"];
+    for shell in ["bash", "zsh", "fish"] {
+        let out = vendgate(&["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for sub in subcommands {
+            assert!(text.contains(sub), "{shell} completions lack {sub}");
+        }
+    }
+    let out = vendgate(&["man"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with(".ie") || page.contains(".TH vendgate 1"),
+        "{page}"
+    );
+    for sub in subcommands {
+        let header = format!(".SH \"VENDGATE {}\"", sub.to_uppercase());
+        assert!(page.contains(&header), "the man page lacks {sub}");
+    }
+    assert!(
+        page.contains("metrics\\-listen"),
+        "options of run are on the page"
+    );
+}

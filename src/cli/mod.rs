@@ -3,6 +3,7 @@
 
 mod check;
 mod demo;
+mod docs;
 mod logging;
 mod run;
 mod simulate;
@@ -28,6 +29,14 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The shells `completions` writes for.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -62,6 +71,13 @@ pub enum Command {
         #[arg(long, default_value = "device-profiles")]
         profiles_dir: PathBuf,
     },
+    /// Print shell completions (bash, zsh or fish) on stdout.
+    Completions {
+        #[arg(value_enum)]
+        shell: Shell,
+    },
+    /// Print the man page (roff, every subcommand) on stdout.
+    Man,
     /// Play the device side of a profile on a serial port or a new pseudo-terminal.
     Simulate {
         /// A profile name in --profiles-dir, or a path to a .yaml file.
@@ -116,6 +132,8 @@ pub fn main() -> i32 {
                 let addresses = (!addresses.is_empty()).then_some(addresses);
                 simulate::simulate(&profile, &profiles_dir, port.as_deref(), pty, addresses).await
             }
+            Command::Completions { shell } => docs::completions(shell),
+            Command::Man => docs::man(),
         }
     })
 }
