@@ -257,6 +257,13 @@ enum Event {
 
 // ---------------------------------------------------------------- harness
 
+/// `DEVICE_CORE_TRACE=1`: print every event and action (to read a crash or
+/// see what an input does: `device_core <input>`).
+fn tracing() -> bool {
+    static TRACE: OnceLock<bool> = OnceLock::new();
+    *TRACE.get_or_init(|| std::env::var_os("DEVICE_CORE_TRACE").is_some())
+}
+
 /// What the harness knows of one core besides the core itself.
 struct Watch {
     name: String,
@@ -350,6 +357,8 @@ enum Cause {
 }
 
 struct World {
+    /// The start; `now` is this plus the simulated time.
+    t0: Instant,
     now: Instant,
     bus: Bus,
     stations: Vec<Station>,
@@ -386,6 +395,9 @@ fn check_actions(
 ) -> Vec<(Frame, usize)> {
     let mut written = Vec::new();
     for action in actions {
+        if tracing() {
+            eprintln!("  {}: {}", watch.name, describe(&action));
+        }
         match action {
             Action::Write(t) => {
                 assert!(open, "{}: Write while the port is closed: {t:?}", watch.name);
@@ -447,6 +459,32 @@ fn check_actions(
     written
 }
 
+fn describe(action: &Action) -> String {
+    let item = |item: &OutItem| format!("{} {}", item.topic, String::from_utf8_lossy(&item.payload));
+    match action {
+        Action::Write(t) => format!(
+            "Write {:?} {:?} {:02X?} command={:?}",
+            t.frame.address, t.frame.code, &t.frame.payload[..], t.command
+        ),
+        Action::Persist(ops) => {
+            let ops: Vec<String> = ops
+                .iter()
+                .map(|op| match op {
+                    Op::Append { item: i, .. } => format!("Append {}", item(i)),
+                    Op::PutCommand { record, .. } => {
+                        format!("PutCommand {} {} {:?}", record.id, record.command, record.phase)
+                    }
+                    Op::SetMachine { state, .. } => format!("SetMachine {state:?}"),
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            format!("Persist [{}]", ops.join("; "))
+        }
+        Action::Availability(a) => format!("Availability {a:?}"),
+        Action::Telemetry(i) => format!("Telemetry {}", item(i)),
+    }
+}
+
 fn same_availability(a: &Availability, b: &Availability) -> bool {
     match (a, b) {
         (Availability::Online, Availability::Online) => true,
@@ -481,6 +519,7 @@ impl World {
             })
             .collect();
         let mut world = World {
+            t0,
             now: t0,
             bus: Bus::new(f.silence, f.char_time),
             stations,
@@ -1180,6 +1219,9 @@ fuzz_target!(|data: &[u8]| {
         let Ok(event) = Event::arbitrary(&mut u) else {
             break;
         };
+        if tracing() {
+            eprintln!("+{:?} {event:?}", world.now - world.t0);
+        }
         world.event(&event);
     }
 });

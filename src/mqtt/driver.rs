@@ -164,6 +164,7 @@ fn describe(error: &ConnectionError) -> String {
     match error {
         V4(E4::ConnectionRefused(code)) => refused(format!("{code:?}")),
         V5(E5::ConnectionRefused(code)) => refused(format!("{code:?}")),
+        V5(E5::Io(e)) if closed_by_peer(e) => format!("network error: {e}; {V5_HINT}"),
         V4(E4::Io(e)) | V5(E5::Io(e)) => format!("network error: {e}"),
         V4(E4::Websocket(e)) | V5(E5::Websocket(e)) => {
             format!("websocket: {e}; check the host, port and path of mqtt.url")
@@ -181,8 +182,25 @@ fn describe(error: &ConnectionError) -> String {
                 .map(|s| format!(": {s}"))
                 .unwrap_or_default()
         ),
+        // Brokers that speak only MQTT 3.1.1 (RabbitMQ 3.10, aedes, amqtt)
+        // answer an MQTT 5 CONNECT by closing the connection or not at all.
+        V5(e @ (E5::MqttState(S5::ConnectionAborted) | E5::Timeout(_) | E5::NotConnAck(_))) => {
+            format!("{e}; {V5_HINT}")
+        }
         other => other.to_string(),
     }
+}
+
+/// Said when an MQTT 5 session fails the way a 3.1.1-only broker fails it.
+const V5_HINT: &str =
+    "if this repeats at every connect, the broker may speak only MQTT 3.1.1: try mqtt.version: 3";
+
+fn closed_by_peer(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset, UnexpectedEof};
+    matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionReset | UnexpectedEof
+    )
 }
 
 /// The rustls error behind a connection error, if there is one: rumqttc and
@@ -298,6 +316,21 @@ mod tests {
             "{}",
             describe(&v3_broker)
         );
+        // A 3.1.1-only broker closing an MQTT 5 session: a hint, not only
+        // "Connection closed by peer abruptly" or "Timeout".
+        for closed in [
+            ConnectionError::V5(E5::MqttState(S5::ConnectionAborted)),
+            ConnectionError::V5(E5::Io(io::Error::from(io::ErrorKind::UnexpectedEof))),
+        ] {
+            assert!(
+                describe(&closed).contains("try mqtt.version: 3"),
+                "{}",
+                describe(&closed)
+            );
+        }
+        // Under 3.1.1 the same failure carries no such hint.
+        let v4_closed = ConnectionError::V4(E4::Io(io::Error::from(io::ErrorKind::UnexpectedEof)));
+        assert!(!describe(&v4_closed).contains("mqtt.version"));
         let bad_login = ConnectionError::V4(E4::ConnectionRefused(
             rumqttc::ConnectReturnCode::BadUserNamePassword,
         ));
