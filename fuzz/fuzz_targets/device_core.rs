@@ -11,8 +11,8 @@
 //! Input (decoded with `arbitrary`): a setup byte (bits 0-1 mod 3: bus
 //! cores - 1; bit 2 / bit 3: the bus / VMC port starts closed), then up to
 //! `MAX_EVENTS` events:
-//!   * a frame for the bus (to one of the stations' addresses or any byte,
-//!     routed with `Bus::route`) or for the VMC: a random code and payload, a
+//!   * a frame for the bus (to one of the stations' addresses, the one
+//!     waiting for an answer, or any address byte, routed with `Bus::route`) or for the VMC: a random code and payload, a
 //!     frame laid out as one of the profile's messages with random field
 //!     bytes, or the answer / error message to the request the station last
 //!     wrote; the VMC also gets POLLs, ACKs and PackNO retransmissions;
@@ -157,6 +157,8 @@ enum To {
     Station(u8),
     /// Any address byte: unknown slaves, broadcast 0, 248..=255.
     Any(u8),
+    /// The station waiting for an answer (else the first).
+    Waiting,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -400,10 +402,17 @@ fn check_actions(
         }
         match action {
             Action::Write(t) => {
-                assert!(open, "{}: Write while the port is closed: {t:?}", watch.name);
+                assert!(
+                    open,
+                    "{}: Write while the port is closed: {t:?}",
+                    watch.name
+                );
                 let mut out = BytesMut::new();
                 if let Err(e) = codec.encode(&t.frame, &mut out) {
-                    panic!("{}: written frame {:?} does not encode: {e}", watch.name, t.frame);
+                    panic!(
+                        "{}: written frame {:?} does not encode: {e}",
+                        watch.name, t.frame
+                    );
                 }
                 watch.last_write = Some((t.frame.clone(), t.command.clone()));
                 if t.command.is_some() {
@@ -460,11 +469,15 @@ fn check_actions(
 }
 
 fn describe(action: &Action) -> String {
-    let item = |item: &OutItem| format!("{} {}", item.topic, String::from_utf8_lossy(&item.payload));
+    let item =
+        |item: &OutItem| format!("{} {}", item.topic, String::from_utf8_lossy(&item.payload));
     match action {
         Action::Write(t) => format!(
             "Write {:?} {:?} {:02X?} command={:?}",
-            t.frame.address, t.frame.code, &t.frame.payload[..], t.command
+            t.frame.address,
+            t.frame.code,
+            &t.frame.payload[..],
+            t.command
         ),
         Action::Persist(ops) => {
             let ops: Vec<String> = ops
@@ -472,7 +485,10 @@ fn describe(action: &Action) -> String {
                 .map(|op| match op {
                     Op::Append { item: i, .. } => format!("Append {}", item(i)),
                     Op::PutCommand { record, .. } => {
-                        format!("PutCommand {} {} {:?}", record.id, record.command, record.phase)
+                        format!(
+                            "PutCommand {} {} {:?}",
+                            record.id, record.command, record.phase
+                        )
                     }
                     Op::SetMachine { state, .. } => format!("SetMachine {state:?}"),
                     other => format!("{other:?}"),
@@ -584,7 +600,12 @@ impl World {
 
     fn drain_vmc(&mut self, cause: Cause) {
         let actions = self.vmc.take_actions();
-        let written = check_actions(&mut self.vmc_watch, actions, self.vmc_open, &mut self.codec_vmc);
+        let written = check_actions(
+            &mut self.vmc_watch,
+            actions,
+            self.vmc_open,
+            &mut self.codec_vmc,
+        );
         let allowed = match cause {
             Cause::MayAnswer => 1,
             Cause::Silent => 0,
@@ -613,7 +634,10 @@ impl World {
             "two exchanges on the bus at once: {waiting:?} wait for answers"
         );
         if !self.bus_open {
-            assert!(waiting.is_empty(), "{waiting:?} wait for answers on a closed port");
+            assert!(
+                waiting.is_empty(),
+                "{waiting:?} wait for answers on a closed port"
+            );
         }
     }
 
@@ -622,6 +646,7 @@ impl World {
             return;
         }
         let touched = self.bus.step(&mut self.stations, self.now);
+        self.check_bus();
         for i in touched {
             self.drain_station(i);
         }
@@ -728,8 +753,18 @@ impl World {
         let address = match to {
             To::Station(i) => BUS_ADDRESSES[usize::from(*i) % self.stations.len()],
             To::Any(a) => u16::from(*a),
+            To::Waiting => {
+                let waiting = self
+                    .stations
+                    .iter()
+                    .position(|s| s.core.answer_by().is_some());
+                BUS_ADDRESSES[waiting.unwrap_or(0)]
+            }
         };
-        let station = self.stations.iter().position(|s| s.core.address() == Some(address));
+        let station = self
+            .stations
+            .iter()
+            .position(|s| s.core.address() == Some(address));
         let profile = fixture().coolmax.clone();
         let last = station.map(|i| self.stations[i].watch.written());
         let Some((code, payload)) = frame_body(&profile, body, last.as_ref(), None) else {
@@ -870,7 +905,14 @@ impl World {
         });
     }
 
-    fn batch(&mut self, line: &Line, station: u8, steps: &[(u8, Args)], keep_going: bool, expiry: &Expiry) {
+    fn batch(
+        &mut self,
+        line: &Line,
+        station: u8,
+        steps: &[(u8, Args)],
+        keep_going: bool,
+        expiry: &Expiry,
+    ) {
         let profile = profile_of(line);
         let commands = profile.commands();
         let raw: Vec<Value> = steps
@@ -1102,7 +1144,12 @@ fn build_args(def: &Command, args: &Args) -> Map<String, Value> {
 }
 
 /// `None`: leave the argument out.
-fn arg_value(kind: Option<&FieldKind>, ranges: &[(f64, f64)], arg: &Arg, depth: u8) -> Option<Value> {
+fn arg_value(
+    kind: Option<&FieldKind>,
+    ranges: &[(f64, f64)],
+    arg: &Arg,
+    depth: u8,
+) -> Option<Value> {
     Some(match arg {
         Arg::Null => return None,
         Arg::Bool(b) => Value::Bool(*b),
@@ -1134,7 +1181,13 @@ fn arg_value(kind: Option<&FieldKind>, ranges: &[(f64, f64)], arg: &Arg, depth: 
             )
         }
         Arg::Str(s) => Value::from(s.chars().take(40).collect::<String>()),
-        Arg::Hex(bytes) => Value::from(bytes.iter().take(40).map(|b| format!("{b:02x}")).collect::<String>()),
+        Arg::Hex(bytes) => Value::from(
+            bytes
+                .iter()
+                .take(40)
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        ),
         Arg::Time(secs) => {
             let t = chrono::Utc::now() + chrono::Duration::seconds(i64::from(*secs));
             Value::from(t.to_rfc3339())

@@ -221,33 +221,42 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// A frame for any 1-byte address (0..=255), any function code and a payload
-/// taken from the input: it encodes, its first byte after the sync is the
-/// address, and it decodes back to exactly itself.
+/// A frame for any address the field holds (one byte: 0..=255; two bytes,
+/// big-endian: 0..=65535), any function code and a payload, all taken from
+/// the input: it encodes, the bytes after the sync are the address, and it
+/// decodes back to exactly itself.
 fn any_address(profile: &Profile, rest: &[u8]) {
     let framing = &profile.framing;
     let FramingKind::Binary(binary) = &framing.kind else {
         return;
     };
-    let [address, code, payload @ ..] = rest else {
+    let size = binary.address;
+    if rest.len() < size + binary.code_size || size > 2 {
         return;
-    };
+    }
+    let (address_bytes, rest) = rest.split_at(size);
+    let (code_bytes, payload) = rest.split_at(binary.code_size);
+    let address = address_bytes
+        .iter()
+        .fold(0u16, |a, &b| a << 8 | u16::from(b));
+    let code = code_bytes.iter().fold(0u32, |c, &b| c << 8 | u32::from(b));
     let checksum = binary.checksum.as_ref().map_or(0, |c| c.algorithm.size());
-    let overhead = binary.sync.len() + binary.address + binary.code_size + checksum;
+    let overhead = binary.sync.len() + size + binary.code_size + checksum;
     let room = framing.max_frame.saturating_sub(overhead);
     let payload = &payload[..payload.len().min(room)];
     let frame = Frame {
-        address: Some(u16::from(*address)),
-        code: FrameCode::Num(u32::from(*code)),
+        address: Some(address),
+        code: FrameCode::Num(code),
         payload: Bytes::copy_from_slice(payload),
     };
     let mut out = BytesMut::new();
     if let Err(e) = FrameCodec::new(framing).encode(&frame, &mut out) {
         panic!("{}: frame {frame:?} does not encode: {e}", profile.name);
     }
+    let start = binary.sync.len();
     assert_eq!(
-        out.get(binary.sync.len()),
-        Some(address),
+        out.get(start..start + size),
+        Some(address_bytes),
         "{}: frame {frame:?} encodes as {:02X?}, not starting with its address",
         profile.name,
         &out[..]
