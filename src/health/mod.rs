@@ -151,14 +151,20 @@ impl MachineHealth {
         }
     }
 
-    /// The codec's totals, after a batch of decoding (they only grow).
+    /// The line codec's error totals, after a batch of decoding (they only
+    /// grow). On a bus they are the line's, shared by its devices: a garbled
+    /// frame belongs to nobody.
     pub fn codec(&self, stats: CodecStats) {
-        self.frames_in.store(stats.frames, Ordering::Relaxed);
         self.checksum_errors
             .store(stats.checksum_errors, Ordering::Relaxed);
         self.resyncs.store(stats.resyncs, Ordering::Relaxed);
         self.skipped_bytes
             .store(stats.skipped_bytes, Ordering::Relaxed);
+    }
+
+    /// A valid frame routed to this device.
+    pub fn frame_in(&self) {
+        self.frames_in.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn frame_out(&self) {

@@ -224,6 +224,8 @@ impl PortTask {
         let Some(index) = index else {
             return Ok(());
         };
+        // Counted per device as routed: on a bus every device sees the line.
+        self.stations[index].ctx.health.frame_in();
         self.stations[index].core.frame(frame, now);
         self.perform(index, Some(port)).await?;
         self.run_bus(port).await
