@@ -117,6 +117,7 @@ impl Gateway {
                 id_window: config.commands.id_window,
                 id_ttl: config.commands.id_ttl,
                 max_bytes: config.store.max_outbox,
+                ..StoreOptions::default()
             },
         )?;
         let config = Arc::new(config);

@@ -1,20 +1,22 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Errors of the durable store. Every variant names the database file so that an
-/// operator reading a log line knows which file to look at.
+/// Errors of the durable store. Every variant names the file or directory so
+/// that an operator reading a log line knows where to look.
 ///
-/// `Clone` because one failed group commit has to be reported to every waiting caller;
-/// the underlying errors are therefore kept behind `Arc`.
+/// `Clone` because one failed group commit has to be reported to every waiting
+/// caller; the underlying errors are therefore kept behind `Arc`.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("{path}: cannot create or open the state database: {source}")]
+    #[error("{path}: cannot create or open the state: {source}")]
     Io {
         path: PathBuf,
         #[source]
         source: Arc<std::io::Error>,
     },
-    #[error("{path}: the state database is locked; is another vendgate running with the same state directory?")]
+    #[error(
+        "{path}: the state is locked; is another vendgate running with the same state directory?"
+    )]
     Locked { path: PathBuf },
     #[error(
         "{path}: the disk is full; the event was NOT stored and was not acknowledged: {source}"
@@ -22,25 +24,25 @@ pub enum StoreError {
     DiskFull {
         path: PathBuf,
         #[source]
-        source: Arc<redb::Error>,
+        source: Arc<std::io::Error>,
     },
-    #[error("{path}: the state database is corrupt ({detail}); move it aside to start with an empty state, which loses undelivered events")]
+    #[error("{path}: cannot write the journal; nothing of this commit was acknowledged: {source}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("{path}: the journal cannot be read ({detail}); move the directory aside to start with an empty state, which loses undelivered events")]
     CorruptFile { path: PathBuf, detail: String },
-    #[error("{path}: corrupt record in table `{table}` at key {key}: {detail}")]
+    #[error("{path}: corrupt record in `{table}` at {key}: {detail}")]
     Corrupt {
         path: PathBuf,
         table: &'static str,
         key: String,
         detail: String,
     },
-    #[error("{path}: the state database was written by a newer or older redb format (version {version}) and must be upgraded")]
-    UpgradeRequired { path: PathBuf, version: u8 },
-    #[error("{path}: state database error: {source}")]
-    Database {
-        path: PathBuf,
-        #[source]
-        source: Arc<redb::Error>,
-    },
+    #[error("{path}: cannot convert the state database of an earlier vendgate: {detail}; it is left as it was")]
+    Migrate { path: PathBuf, detail: String },
     #[error("{path}: the store's writer thread has stopped; nothing more can be stored")]
     WriterGone { path: PathBuf },
     #[error("{path}: an outbox item is too large to store: {detail}")]
@@ -48,47 +50,22 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Maps any redb error onto the variants an operator can act on.
-    pub(crate) fn from_redb(path: &std::path::Path, err: impl Into<redb::Error>) -> StoreError {
+    /// A failed journal write: a full disk is told apart, since it is the
+    /// one an operator can fix at once.
+    pub(crate) fn write(path: &std::path::Path, err: std::io::Error) -> StoreError {
         let path = path.to_path_buf();
-        let err: redb::Error = err.into();
-        match err {
-            redb::Error::DatabaseAlreadyOpen => StoreError::Locked { path },
-            redb::Error::Corrupted(detail) => StoreError::CorruptFile { path, detail },
-            redb::Error::UpgradeRequired(version) => StoreError::UpgradeRequired { path, version },
-            redb::Error::ValueTooLarge(n) => StoreError::TooLarge {
-                path,
-                detail: format!("{n} bytes"),
-            },
-            // redb reports a foreign or mangled header as InvalidData.
-            redb::Error::Io(ref io) if io.kind() == std::io::ErrorKind::InvalidData => {
-                StoreError::CorruptFile {
-                    path,
-                    detail: io.to_string(),
-                }
-            }
-            redb::Error::Io(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
-                StoreError::DiskFull {
-                    path,
-                    source: Arc::new(err),
-                }
-            }
-            other => StoreError::Database {
-                path,
-                source: Arc::new(other),
-            },
+        let source = Arc::new(err);
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            StoreError::DiskFull { path, source }
+        } else {
+            StoreError::Write { path, source }
         }
     }
-}
 
-/// Attaches the database path to a redb error (`.at(path)?`), since redb's many
-/// error types cannot share one closure.
-pub(crate) trait At<T> {
-    fn at(self, path: &std::path::Path) -> Result<T, StoreError>;
-}
-
-impl<T, E: Into<redb::Error>> At<T> for Result<T, E> {
-    fn at(self, path: &std::path::Path) -> Result<T, StoreError> {
-        self.map_err(|err| StoreError::from_redb(path, err))
+    pub(crate) fn io(path: &std::path::Path, err: std::io::Error) -> StoreError {
+        StoreError::Io {
+            path: path.to_path_buf(),
+            source: Arc::new(err),
+        }
     }
 }

@@ -1,36 +1,59 @@
-//! Durable state in one redb database: the outbox, per-machine sequence numbers and
-//! link counters, command ids and outcomes. See docs/ARCHITECTURE.md.
+//! Durable state: the outbox, per-machine sequence numbers and link state,
+//! command ids and outcomes, batches. See docs/ARCHITECTURE.md.
 //!
-//! Writes go through one writer thread with group commit ([`writer`]); reads open
-//! their own redb read transaction and never wait for the writer.
+//! The state lives in memory ([`state`]) and every change to it is first a
+//! record of an append-only journal ([`journal`]) under `store.path`: one
+//! record and one `fdatasync` per group commit, in preallocated segments, so
+//! that a commit writes the page or two it touched and no file-system
+//! metadata. Outbox items stay in the journal; memory holds where they are.
+//! At open the journal is read back, checksum by checksum: a torn last record
+//! (the commit a crash interrupted, never acknowledged) ends the scan, a
+//! corrupted record in the middle is reported and skipped. A state database
+//! of an earlier vendgate (`vendgate.redb`) is converted at the first open
+//! ([`migrate`]).
+//!
+//! Writes go through one writer thread with group commit ([`writer`]);
+//! reads take a shared lock on the state and never wait for the disk.
 
-mod backend;
+mod codec;
 mod error;
+mod journal;
+mod migrate;
+mod state;
 mod tables;
 #[cfg(test)]
 mod tests;
 mod writer;
 
-use std::collections::HashMap;
-use std::fs::OpenOptions;
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::backends::FileBackend;
-use redb::{Database, ReadableDatabase, ReadableTable};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use error::At;
+use codec::{decode_commit, decode_out, decode_snapshot, encode_snapshot};
 pub use error::StoreError;
-use tables::*;
-use writer::{IdCursor, Kind, Request, Writer};
+use journal::disk::{Dir, FsDir};
+use journal::{Journal, Visit};
+use state::{Loc, Snapshot, State};
+use writer::{read, Counts, Kind, Request, Shared, Writer};
 
-/// File name of the database inside the state directory.
-pub const DB_FILE: &str = "vendgate.redb";
+/// The journal's directory inside the state directory.
+pub const JOURNAL_DIR: &str = "journal";
+/// The lock file that keeps a second gateway off the same state.
+pub const LOCK_FILE: &str = "vendgate.lock";
+/// The redb database of vendgate before the journal, converted at open.
+pub const LEGACY_DB_FILE: &str = "vendgate.redb";
+
+/// A machine's `seq` jumps by this much when a corrupted journal record was
+/// skipped at open: that record may have held the machine's last sequence
+/// number, and a number used twice would make a consumer drop a new event
+/// as a repeat. A gap says "lost" instead, which is what happened.
+pub const SEQ_GAP_AFTER_CORRUPTION: u64 = 1_000_000;
 
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
@@ -43,6 +66,9 @@ pub struct StoreOptions {
     /// class present (telemetry, then results, then events) in the same
     /// transaction, until the total is at most this.
     pub max_bytes: u64,
+    /// Length of a journal segment file (preallocated). Not a config key:
+    /// the default suits any board; tests make it small to roll often.
+    pub segment_len: u64,
 }
 
 /// Default of [`StoreOptions::max_bytes`].
@@ -54,6 +80,7 @@ impl Default for StoreOptions {
             id_window: 10_000,
             id_ttl: Duration::from_secs(7 * 24 * 3600),
             max_bytes: DEFAULT_MAX_OUTBOX_BYTES,
+            segment_len: journal::DEFAULT_SEGMENT_LEN,
         }
     }
 }
@@ -206,10 +233,10 @@ pub enum CommandPhase {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreStats {
-    /// Bytes this process wrote to the database file (pages and headers, counted at
-    /// the storage backend, so this is exact rather than an estimate).
+    /// Bytes this process wrote to the journal (records, snapshots), as
+    /// handed to the kernel; the disk writes whole pages of them.
     pub bytes_written: u64,
-    /// Durable transactions committed by this process.
+    /// Commits (journal records) written by this process.
     pub commits: u64,
     /// fsyncs (`sync_data`) issued by this process.
     pub syncs: u64,
@@ -220,41 +247,6 @@ pub struct StoreStats {
     pub dropped_telemetry: u64,
     pub dropped_results: u64,
     pub dropped_events: u64,
-}
-
-/// The outbox totals. Only the drop counts are persisted; the byte total and
-/// the per-session lengths live here alone, counted from OUTBOX at open: the
-/// writer thread makes every change to OUTBOX, so it can keep them exact
-/// without rewriting them on disk with every event. The writer updates them
-/// only after a commit succeeded.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    pub(crate) outbox_bytes: AtomicU64,
-    /// Indexed by [`ItemClass::as_u8`].
-    pub(crate) dropped: [AtomicU64; 3],
-    /// Items per session; sessions with none are left out.
-    pub(crate) lens: Mutex<HashMap<String, u64>>,
-}
-
-impl Counters {
-    /// Adds a committed transaction's per-session changes.
-    pub(crate) fn add_lens(&self, delta: HashMap<String, i64>) {
-        // A panic elsewhere while holding the lock leaves plain counts behind,
-        // still as right as they were.
-        let mut lens = self.lens.lock().unwrap_or_else(PoisonError::into_inner);
-        for (session, delta) in delta {
-            let n = lens.get(&session).copied().unwrap_or(0);
-            match n.saturating_add_signed(delta) {
-                0 => lens.remove(&session),
-                n => lens.insert(session, n),
-            };
-        }
-    }
-
-    fn len(&self, session: &str) -> u64 {
-        let lens = self.lens.lock().unwrap_or_else(PoisonError::into_inner);
-        lens.get(session).copied().unwrap_or(0)
-    }
 }
 
 #[derive(Clone)]
@@ -271,21 +263,20 @@ impl std::fmt::Debug for Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    shared: Arc<RwLock<Shared>>,
     path: PathBuf,
     /// `None` only while dropping.
     tx: Option<mpsc::Sender<Request>>,
     thread: Option<JoinHandle<()>>,
-    written: Arc<AtomicU64>,
-    syncs: Arc<AtomicU64>,
-    commits: Arc<AtomicU64>,
-    counters: Arc<Counters>,
+    counts: Arc<Counts>,
+    /// Held (locked) for the store's life; dropped after the writer stopped.
+    _lock: Option<File>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Close the channel and wait for the writer, so the file lock is released when
-        // the last Store goes away and a reopen in the same process succeeds. This may
+        // Close the channel and wait for the writer, so the lock is released when the
+        // last Store goes away and a reopen in the same process succeeds. This may
         // wait for one in-flight commit (an fsync), which is what the caller's data needs.
         self.tx.take();
         if let Some(thread) = self.thread.take() {
@@ -295,66 +286,59 @@ impl Drop for Inner {
 }
 
 impl Store {
-    /// Opens (creating if needed) `dir/vendgate.redb` and starts the writer thread.
+    /// Opens (creating if needed) the journal in `dir/journal`, converting an
+    /// earlier vendgate's `dir/vendgate.redb` first, and starts the writer thread.
     pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, StoreError> {
-        let path = dir.join(DB_FILE);
-        let io_err = |source| StoreError::Io {
-            path: path.clone(),
-            source: Arc::new(source),
-        };
-        std::fs::create_dir_all(dir).map_err(io_err)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io_err)?;
-        let written = Arc::new(AtomicU64::new(0));
-        let syncs = Arc::new(AtomicU64::new(0));
-        let commits = Arc::new(AtomicU64::new(0));
-        let backend = backend::CountingBackend::new(
-            FileBackend::new(file).at(&path)?,
-            written.clone(),
-            syncs.clone(),
-        );
-        let db = Arc::new(Database::builder().create_with_backend(backend).at(&path)?);
-        let (counters, ids) = prepare_tables(&db, &path)?;
-        let counters = Arc::new(counters);
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+        let lock = lock(dir)?;
+        let journal_dir = dir.join(JOURNAL_DIR);
+        migrate::if_needed(dir, &journal_dir)?;
+        let fs = FsDir::open(&journal_dir).map_err(|e| StoreError::io(&journal_dir, e))?;
+        Store::start(Arc::new(fs), journal_dir, opts, Some(lock))
+    }
 
+    /// The store on any segment directory (the tests' in-memory disk).
+    pub(crate) fn start(
+        dir: Arc<dyn Dir>,
+        path: PathBuf,
+        opts: StoreOptions,
+        lock: Option<File>,
+    ) -> Result<Store, StoreError> {
+        let (state, journal) = load(dir, &path, &opts)?;
+        let files = journal.files();
+        let shared = Arc::new(RwLock::new(Shared { state, files }));
+        let counts = Arc::new(Counts::default());
         let (tx, rx) = mpsc::channel();
         let w = Writer {
-            db: db.clone(),
+            journal,
+            shared: shared.clone(),
             path: path.clone(),
             opts,
-            commits: commits.clone(),
+            counts: counts.clone(),
             lazy_commits: 0,
-            counters: counters.clone(),
-            ids,
         };
         let thread = std::thread::Builder::new()
             .name("vendgate-store".into())
             .spawn(move || w.run(rx))
-            .map_err(io_err)?;
+            .map_err(|e| StoreError::io(&path, e))?;
         Ok(Store {
             inner: Arc::new(Inner {
-                db,
+                shared,
                 path,
                 tx: Some(tx),
                 thread: Some(thread),
-                written,
-                syncs,
-                commits,
-                counters,
+                counts,
+                _lock: lock,
             }),
         })
     }
 
+    /// The journal directory.
     pub fn path(&self) -> &Path {
         &self.inner.path
     }
 
-    /// Applies all ops in ONE durable transaction (fsync before returning) and returns
+    /// Applies all ops in ONE durable commit (fsync before returning) and returns
     /// the ids given to the Append ops, in order. Requests waiting together share one
     /// commit. The writer is a thread, so awaiting this never blocks the runtime.
     pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<u64>, StoreError> {
@@ -378,19 +362,19 @@ impl Store {
         let (reply, rx) = oneshot::channel();
         let tx = self.inner.tx.as_ref().ok_or_else(gone)?;
         tx.send(Request { kind, reply }).map_err(|_| gone())?;
-        // A dropped reply sender means the writer died mid-batch; that batch's
-        // transaction never committed.
+        // A dropped reply sender means the writer died mid-batch; that batch
+        // was never applied.
         rx.await.map_err(|_| gone())?
     }
 
     pub fn machine_state(&self, machine: &str) -> Result<MachineState, StoreError> {
-        let path = &self.inner.path;
-        let txn = self.inner.db.begin_read().at(path)?;
-        let table = txn.open_table(MACHINES).at(path)?;
-        match table.get(machine).at(path)? {
-            Some(g) => decode_json(path, "machines", format_args!("{machine:?}"), g.value()),
-            None => Ok(MachineState::default()),
-        }
+        let shared = read(&self.inner.shared);
+        Ok(shared
+            .state
+            .machines
+            .get(machine)
+            .cloned()
+            .unwrap_or_default())
     }
 
     /// Outbox items of one session with id > `after` (or all), ascending, at most `limit`.
@@ -400,21 +384,17 @@ impl Store {
         after: Option<u64>,
         limit: usize,
     ) -> Result<Vec<(u64, OutItem)>, StoreError> {
-        let path = &self.inner.path;
-        let Some(from) = after.map_or(Some(0), |a| a.checked_add(1)) else {
-            return Ok(Vec::new());
-        };
-        let txn = self.inner.db.begin_read().at(path)?;
-        let table = txn.open_table(OUTBOX).at(path)?;
+        // Read under the lock: a segment is recycled only after its items
+        // were removed, which needs the lock too.
+        let shared = read(&self.inner.shared);
         let mut out = Vec::new();
-        for entry in table
-            .range((session, from)..=(session, u64::MAX))
-            .at(path)?
-            .take(limit)
-        {
-            let (k, v) = entry.at(path)?;
-            let id = k.value().1;
-            let item = decode_out(v.value()).map_err(|d| corrupt_out(path, session, id, d))?;
+        for (id, loc) in shared.state.outbox(session, after, limit) {
+            let item = read_item(&shared, loc).map_err(|detail| StoreError::Corrupt {
+                path: self.inner.path.clone(),
+                table: "outbox",
+                key: format!("({session:?}, {id})"),
+                detail,
+            })?;
             out.push((id, item));
         }
         Ok(out)
@@ -423,72 +403,41 @@ impl Store {
     /// Items in a session's outbox. Counted in memory, so this cannot fail any
     /// more; the `Result` stays for the callers written when it read the disk.
     pub fn outbox_len(&self, session: &str) -> Result<u64, StoreError> {
-        Ok(self.inner.counters.len(session))
+        Ok(read(&self.inner.shared).state.outbox_len(session))
     }
 
     pub fn command(&self, machine: &str, id: &str) -> Result<Option<CommandRecord>, StoreError> {
-        let path = &self.inner.path;
-        let txn = self.inner.db.begin_read().at(path)?;
-        let table = txn.open_table(COMMANDS).at(path)?;
-        let guard = table.get((machine, id)).at(path)?;
-        guard
-            .map(|g| {
-                decode_json(
-                    path,
-                    "commands",
-                    format_args!("({machine:?}, {id:?})"),
-                    g.value(),
-                )
-            })
-            .transpose()
+        let shared = read(&self.inner.shared);
+        let cmds = shared.state.commands.get(machine);
+        Ok(cmds.and_then(|c| c.records.get(id)).cloned())
     }
 
     /// Commands of a machine still Queued or Written, oldest first (by `at_ms`, then id).
     pub fn open_commands(&self, machine: &str) -> Result<Vec<CommandRecord>, StoreError> {
-        let path = &self.inner.path;
-        let txn = self.inner.db.begin_read().at(path)?;
-        let index = txn.open_table(OPEN_BY_AGE).at(path)?;
-        let records = txn.open_table(COMMANDS).at(path)?;
-        let mut out = Vec::new();
-        for entry in index.range((machine, i64::MIN, "")..).at(path)? {
-            let (k, _) = entry.at(path)?;
-            let (m, _, id) = k.value();
-            if m != machine {
-                break;
-            }
-            let key = format_args!("({machine:?}, {id:?})").to_string();
-            let Some(g) = records.get((machine, id)).at(path)? else {
-                return Err(StoreError::Corrupt {
-                    path: path.clone(),
-                    table: "commands_open_by_age",
-                    key,
-                    detail: "index entry without a command record".into(),
-                });
-            };
-            out.push(decode_json(path, "commands", key, g.value())?);
-        }
-        Ok(out)
+        let shared = read(&self.inner.shared);
+        let cmds = shared.state.commands.get(machine);
+        Ok(cmds.map_or_else(Vec::new, |c| c.open().cloned().collect()))
     }
 
     /// The steps JSON a batch was accepted with, while it is not finished.
     pub fn batch(&self, machine: &str, id: &str) -> Result<Option<String>, StoreError> {
-        let path = &self.inner.path;
-        let txn = self.inner.db.begin_read().at(path)?;
-        let table = txn.open_table(BATCHES).at(path)?;
-        let guard = table.get((machine, id)).at(path)?;
-        Ok(guard.map(|g| g.value().to_owned()))
+        let shared = read(&self.inner.shared);
+        let key = (machine.to_string(), id.to_string());
+        Ok(shared.state.batches.get(&key).cloned())
     }
 
     pub fn stats(&self) -> StoreStats {
-        let c = &self.inner.counters;
+        let c = &self.inner.counts;
+        let shared = read(&self.inner.shared);
+        let [dropped_telemetry, dropped_results, dropped_events] = shared.state.dropped;
         StoreStats {
-            bytes_written: self.inner.written.load(Ordering::Relaxed),
-            commits: self.inner.commits.load(Ordering::Relaxed),
-            syncs: self.inner.syncs.load(Ordering::Relaxed),
-            outbox_bytes: c.outbox_bytes.load(Ordering::Relaxed),
-            dropped_telemetry: c.dropped[0].load(Ordering::Relaxed),
-            dropped_results: c.dropped[1].load(Ordering::Relaxed),
-            dropped_events: c.dropped[2].load(Ordering::Relaxed),
+            bytes_written: c.written.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            syncs: c.syncs.load(Ordering::Relaxed),
+            outbox_bytes: shared.state.outbox_bytes,
+            dropped_telemetry,
+            dropped_results,
+            dropped_events,
         }
     }
 
@@ -506,73 +455,105 @@ impl Store {
         tx
     }
 
+    /// Journal segments in use, oldest first.
     #[cfg(test)]
-    pub(crate) fn db(&self) -> &Database {
-        &self.inner.db
+    pub(crate) fn segments(&self) -> Vec<u64> {
+        read(&self.inner.shared).files.keys().copied().collect()
     }
 }
 
-/// Read transactions fail on tables that were never created, so create them all up
-/// front. Counts the outbox totals kept in memory from OUTBOX itself, finds where
-/// outbox ids continue, and brings a database of an earlier version (or one an
-/// earlier version opened since) to the current layout: telemetry and results
-/// indexed, events not, no stored totals. One scan of OUTBOX, which the size cap
-/// bounds.
-fn prepare_tables(db: &Database, path: &Path) -> Result<(Counters, IdCursor), StoreError> {
-    let txn = db.begin_write().at(path)?;
-    let counters = Counters::default();
-    let ids;
-    {
-        let mut meta = txn.open_table(META).at(path)?;
-        let outbox = txn.open_table(OUTBOX).at(path)?;
-        let mut index = txn.open_table(CLASS_INDEX).at(path)?;
-        meta.remove(OUTBOX_BYTES).at(path)?;
-        let mut bytes = 0u64;
-        let mut lens: HashMap<String, u64> = HashMap::new();
-        let mut max_id = 0u64;
-        for entry in outbox.iter().at(path)? {
-            let (k, v) = entry.at(path)?;
-            let (session, id) = k.value();
-            let value = v.value();
-            bytes += value.len() as u64;
-            match lens.get_mut(session) {
-                Some(n) => *n += 1,
-                None => {
-                    lens.insert(session.to_owned(), 1);
-                }
-            }
-            max_id = max_id.max(id);
-            // Checked, not trusted: a database from before the size cap has no
-            // index, and without a stored byte total nothing marks such a file.
-            // An unreadable item stays unindexed, so the cap takes it as an
-            // event: it is reported when read, and must not be dropped early.
-            if let Ok(class @ (ItemClass::Telemetry | ItemClass::Result)) = class_of(value) {
-                let key = (class.as_u8(), id);
-                if index.get(key).at(path)?.is_none() {
-                    index.insert(key, session).at(path)?;
-                }
-            }
-        }
-        let event = ItemClass::Event.as_u8();
-        index
-            .retain_in((event, 0)..=(event, u64::MAX), |_, _| false)
-            .at(path)?;
-        counters.outbox_bytes.store(bytes, Ordering::Relaxed);
-        *counters.lens.lock().unwrap_or_else(PoisonError::into_inner) = lens;
-        for (counter, key) in counters.dropped.iter().zip(DROPPED) {
-            let n = meta.get(key).at(path)?.map(|g| g.value()).unwrap_or(0);
-            counter.store(n, Ordering::Relaxed);
-        }
-        let bound = meta.get(NEXT_OUTBOX_ID).at(path)?.map(|g| g.value());
-        ids = IdCursor::at_open(bound, max_id);
+fn read_item(shared: &Shared, loc: Loc) -> Result<OutItem, String> {
+    let file = shared
+        .files
+        .get(&loc.segment)
+        .ok_or_else(|| format!("journal segment {:016x} is gone", loc.segment))?;
+    let mut buf = vec![0u8; loc.len as usize];
+    file.read_at(&mut buf, loc.at)
+        .map_err(|e| format!("cannot read it back: {e}"))?;
+    decode_out(&buf)
+}
+
+/// Takes the state directory's lock, or says who holds it.
+fn lock(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io(&path, e))?;
+    use std::os::fd::AsRawFd;
+    // flock, not File::try_lock: that needs Rust 1.89, above the MSRV. The
+    // lock goes with the descriptor, so it ends with the process however it
+    // ends. SAFETY: the descriptor is open and owned by `file`.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc == 0 {
+        return Ok(file);
     }
-    txn.delete_table(OUTBOX_LEN).at(path)?;
-    txn.open_table(MACHINES).at(path)?;
-    txn.open_table(COMMANDS).at(path)?;
-    txn.open_table(OPEN_BY_AGE).at(path)?;
-    txn.open_table(DONE_BY_AGE).at(path)?;
-    txn.open_table(DONE_COUNT).at(path)?;
-    txn.open_table(BATCHES).at(path)?;
-    txn.commit().at(path)?;
-    Ok((counters, ids))
+    let err = std::io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Err(StoreError::Locked { path }),
+        _ => Err(StoreError::io(&path, err)),
+    }
+}
+
+/// Reads the journal back into a state.
+fn load(
+    dir: Arc<dyn Dir>,
+    path: &Path,
+    opts: &StoreOptions,
+) -> Result<(State, Journal), StoreError> {
+    let mut state = State::new();
+    let now = now_ms();
+    let initial = encode_snapshot(&Snapshot {
+        next_id: 1,
+        ..Snapshot::default()
+    });
+    let opened = Journal::open(dir, opts.segment_len, &initial, |visit| match visit {
+        Visit::Snapshot(body) => {
+            state.restore(decode_snapshot(body)?, opts, now);
+            Ok(())
+        }
+        Visit::Commit { segment, at, body } => {
+            let (mutations, item_at) = decode_commit(body)?;
+            let locs: Vec<Loc> = mutations
+                .iter()
+                .filter_map(|m| match m {
+                    state::Mutation::Put { item, .. } => Some(item.len()),
+                    _ => None,
+                })
+                .zip(item_at)
+                .map(|(len, off)| Loc {
+                    segment,
+                    at: at + off,
+                    len: u32::try_from(len).unwrap_or(u32::MAX),
+                })
+                .collect();
+            state.apply(mutations, locs.into_iter(), opts, now)
+        }
+    });
+    let (journal, skipped) = opened.map_err(|e| StoreError::CorruptFile {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    if !skipped.is_empty() {
+        for s in &skipped {
+            tracing::error!(
+                segment = %journal.path(s.segment).display(),
+                from = s.from,
+                to = s.to,
+                detail = %s.detail,
+                "store: corrupted journal bytes skipped; what they held is lost"
+            );
+        }
+        for (machine, m) in state.machines.iter_mut() {
+            m.next_seq = m.next_seq.max(1).saturating_add(SEQ_GAP_AFTER_CORRUPTION);
+            tracing::warn!(%machine, next_seq = m.next_seq, "store: seq moved past what the skipped bytes may have used");
+        }
+    }
+    Ok((state, journal))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }

@@ -2,7 +2,11 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::codec::{self, decode_out, encode_out};
 use super::*;
+
+mod faults;
+mod props;
 
 fn item(n: u32) -> OutItem {
     OutItem {
@@ -72,7 +76,7 @@ async fn append_then_read_in_order_with_paging() {
     assert_eq!(rest.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids[1..]);
     assert!(store.outbox("vm1", Some(u64::MAX), 10).unwrap().is_empty());
     assert_eq!(store.outbox_len("vm1").unwrap(), 3);
-    assert!(store.path().ends_with(DB_FILE));
+    assert!(store.path().ends_with(JOURNAL_DIR));
 }
 
 #[tokio::test]
@@ -203,7 +207,7 @@ async fn command_records_lifecycle() {
     );
     assert_eq!(open_ids("vm1"), ["a", "b"]);
 
-    let now = writer::now_ms();
+    let now = now_ms();
     store.write(vec![put("vm1", done("a", now))]).await.unwrap();
     assert_eq!(store.command("vm1", "a").unwrap(), Some(done("a", now)));
     assert_eq!(open_ids("vm1"), ["b"]);
@@ -227,7 +231,7 @@ async fn window_prunes_done_records_by_count_but_never_open_ones() {
         ..StoreOptions::default()
     };
     let store = Store::open(dir.path(), opts).unwrap();
-    let now = writer::now_ms();
+    let now = now_ms();
     store
         .write(vec![put(
             "vm1",
@@ -264,7 +268,7 @@ async fn window_prunes_done_records_by_count_but_never_open_ones() {
 async fn window_prunes_done_records_by_age() {
     let dir = TempDir::new().unwrap();
     let store = open(&dir);
-    let now = writer::now_ms();
+    let now = now_ms();
     let week = 7 * 24 * 3600 * 1000;
     store
         .write(vec![
@@ -399,76 +403,6 @@ async fn requests_queued_together_share_one_commit() {
     assert_eq!(store.outbox_len("vm1").unwrap(), 20);
 }
 
-#[tokio::test]
-async fn corrupt_values_are_errors_not_panics() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    store.write(vec![append("vm1", 1)]).await.unwrap();
-    {
-        let txn = store.db().begin_write().unwrap();
-        {
-            let mut t = txn.open_table(tables::OUTBOX).unwrap();
-            t.insert(("vm1", 999u64), [1u8, 1, 0, 200, 0, b'x'].as_slice())
-                .unwrap();
-            let mut m = txn.open_table(tables::MACHINES).unwrap();
-            m.insert("vm1", b"{not json".as_slice()).unwrap();
-            let mut c = txn.open_table(tables::COMMANDS).unwrap();
-            c.insert(("vm1", "x"), b"\xff".as_slice()).unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    let err = store.outbox("vm1", None, 10).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Corrupt {
-                table: "outbox",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("999"), "{err}");
-    let err = store.machine_state("vm1").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Corrupt {
-                table: "machines",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    let err = store.command("vm1", "x").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Corrupt {
-                table: "commands",
-                ..
-            }
-        ),
-        "{err}"
-    );
-    // A write that has to read the corrupt record fails cleanly, and the store keeps working.
-    let err = store
-        .write(vec![put("vm1", done("x", 1))])
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-    store.write(vec![append("vm2", 1)]).await.unwrap();
-}
-
-#[test]
-fn corrupt_file_is_an_error_naming_the_path() {
-    let dir = TempDir::new().unwrap();
-    std::fs::write(dir.path().join(DB_FILE), vec![0x5au8; 8192]).unwrap();
-    let err = Store::open(dir.path(), StoreOptions::default()).unwrap_err();
-    assert!(matches!(err, StoreError::CorruptFile { .. }), "{err:?}");
-    assert!(err.to_string().contains(DB_FILE), "{err}");
-}
-
 #[test]
 fn second_open_reports_the_lock() {
     let dir = TempDir::new().unwrap();
@@ -517,7 +451,7 @@ fn outbox_encoding_round_trips_and_rejects_garbage() {
         let it = OutItem { class, ..item(4) };
         let bytes = encode_out(&it).unwrap();
         assert_eq!(decode_out(&bytes).unwrap(), it);
-        assert_eq!(tables::class_of(&bytes).unwrap(), class);
+        assert_eq!(codec::class_of(&bytes).unwrap(), class);
     }
 }
 
@@ -537,7 +471,7 @@ fn version_1_items_decode_as_events() {
         correlation: None,
     };
     assert_eq!(decode_out(&v1).unwrap(), expected);
-    assert_eq!(tables::class_of(&v1).unwrap(), ItemClass::Event);
+    assert_eq!(codec::class_of(&v1).unwrap(), ItemClass::Event);
     // Re-encoding writes the current version, one byte longer for the class.
     let v2 = encode_out(&expected).unwrap();
     assert_eq!(v2[0], 2);
@@ -732,57 +666,6 @@ async fn byte_total_follows_appends_and_acks_across_reopen() {
     assert_eq!(open(&dir).stats().outbox_bytes, 0);
 }
 
-/// A database written before the cap has no byte total and no class index: the
-/// first open builds both, and its version-1 items count as events.
-#[tokio::test]
-async fn database_from_before_the_cap_is_indexed_on_open() {
-    let dir = TempDir::new().unwrap();
-    let size = item_size();
-    let store = capped(&dir, 3);
-    let mut v1 = vec![1u8, 1, 0, 3, 0];
-    v1.extend_from_slice(b"a/b");
-    v1.extend_from_slice(&[b'p'; 100]);
-    {
-        let txn = store.db().begin_write().unwrap();
-        {
-            let mut outbox = txn.open_table(tables::OUTBOX).unwrap();
-            outbox.insert(("vm1", 1u64), v1.as_slice()).unwrap();
-            let mut lens = txn.open_table(tables::OUTBOX_LEN).unwrap();
-            lens.insert("vm1", 1).unwrap();
-            let mut meta = txn.open_table(tables::META).unwrap();
-            meta.remove(tables::OUTBOX_BYTES).unwrap();
-            meta.insert(tables::NEXT_OUTBOX_ID, 2).unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    drop(store);
-    let store = capped(&dir, 3);
-    assert_eq!(store.stats().outbox_bytes, v1.len() as u64);
-    // Three telemetry items on top pass the cap: telemetry goes, the old event stays.
-    store
-        .write(ops(&[
-            ("vm1", 2, ItemClass::Telemetry),
-            ("vm1", 3, ItemClass::Telemetry),
-            ("vm1", 4, ItemClass::Telemetry),
-        ]))
-        .await
-        .unwrap();
-    assert_eq!(dropped(&store), (1, 0, 0));
-    let items = store.outbox("vm1", None, 10).unwrap();
-    assert_eq!(items[0].0, 1);
-    assert_eq!(items[0].1.class, ItemClass::Event);
-    assert_eq!(items.len(), 3);
-    assert_eq!(store.stats().outbox_bytes, v1.len() as u64 + 2 * size);
-    // Acking the old item removes its index entry too: the cap then has only
-    // telemetry to choose from.
-    store.ack("vm1", vec![1]).await.unwrap();
-    assert_eq!(store.stats().outbox_bytes, 2 * size);
-    let index = store.db().begin_read().unwrap();
-    let index = index.open_table(tables::CLASS_INDEX).unwrap();
-    use redb::ReadableTableMetadata;
-    assert_eq!(index.len().unwrap(), 2);
-}
-
 #[tokio::test]
 async fn batch_steps_are_stored_until_removed() {
     let dir = tempfile::tempdir().unwrap();
@@ -825,7 +708,7 @@ fn correlation_data_round_trips_and_truncation_is_an_error() {
     let bytes = encode_out(&reply).unwrap();
     assert_eq!(bytes[0], 3);
     assert_eq!(decode_out(&bytes).unwrap(), reply);
-    assert_eq!(tables::class_of(&bytes).unwrap(), ItemClass::Result);
+    assert_eq!(codec::class_of(&bytes).unwrap(), ItemClass::Result);
     assert_eq!(encode_out(&item(7)).unwrap()[0], 2);
     // Every prefix of a valid record is refused, never misread or a panic.
     let topic_end = 6 + reply.topic.len();
@@ -834,422 +717,4 @@ fn correlation_data_round_trips_and_truncation_is_an_error() {
     }
     let err = decode_out(&bytes[..topic_end + 3]).unwrap_err();
     assert!(err.contains("correlation data length 7 exceeds"), "{err}");
-}
-
-/// Every (session, id, encoded size) in OUTBOX, read straight from the table.
-fn stored(store: &Store) -> Vec<(String, u64, u64)> {
-    let txn = store.db().begin_read().unwrap();
-    let table = txn.open_table(tables::OUTBOX).unwrap();
-    let mut out = Vec::new();
-    for entry in table.iter().unwrap() {
-        let (k, v) = entry.unwrap();
-        let (session, id) = k.value();
-        out.push((session.to_owned(), id, v.value().len() as u64));
-    }
-    out
-}
-
-/// Every (class, id, session) in the class index.
-fn indexed(store: &Store) -> Vec<(u8, u64, String)> {
-    let txn = store.db().begin_read().unwrap();
-    let table = txn.open_table(tables::CLASS_INDEX).unwrap();
-    let mut out = Vec::new();
-    for entry in table.iter().unwrap() {
-        let (k, v) = entry.unwrap();
-        let (class, id) = k.value();
-        out.push((class, id, v.value().to_owned()));
-    }
-    out
-}
-
-/// The in-memory totals against a count of OUTBOX itself.
-fn assert_totals_match_outbox(store: &Store, sessions: &[&str]) {
-    let items = stored(store);
-    let bytes: u64 = items.iter().map(|(_, _, len)| len).sum();
-    assert_eq!(store.stats().outbox_bytes, bytes);
-    for s in sessions {
-        let n = items.iter().filter(|(session, _, _)| session == s).count() as u64;
-        assert_eq!(store.outbox_len(s).unwrap(), n, "length of {s}");
-    }
-}
-
-fn meta(store: &Store, key: &str) -> Option<u64> {
-    let txn = store.db().begin_read().unwrap();
-    let table = txn.open_table(tables::META).unwrap();
-    table.get(key).unwrap().map(|g| g.value())
-}
-
-#[tokio::test]
-async fn lengths_bytes_and_ids_survive_reopen() {
-    use ItemClass::{Event as E, Result as R, Telemetry as T};
-    let dir = TempDir::new().unwrap();
-    let sessions = ["vm1", "vm2", "vm3"];
-    let store = open(&dir);
-    let ids = store
-        .write(ops(&[
-            ("vm1", 1, E),
-            ("vm2", 2, T),
-            ("vm1", 3, R),
-            ("vm3", 4, E),
-            ("vm2", 5, E),
-            ("vm1", 6, E),
-        ]))
-        .await
-        .unwrap();
-    store.ack("vm1", vec![ids[0], ids[5]]).await.unwrap();
-    store.ack("vm3", vec![ids[3]]).await.unwrap();
-    let before: Vec<u64> = sessions
-        .iter()
-        .map(|s| store.outbox_len(s).unwrap())
-        .collect();
-    assert_eq!(before, [1, 2, 0]);
-    let bytes = store.stats().outbox_bytes;
-    assert_eq!(bytes, 3 * item_size());
-    assert_totals_match_outbox(&store, &sessions);
-    drop(store);
-
-    let store = open(&dir);
-    let after: Vec<u64> = sessions
-        .iter()
-        .map(|s| store.outbox_len(s).unwrap())
-        .collect();
-    assert_eq!(after, before);
-    assert_eq!(store.stats().outbox_bytes, bytes);
-    let next = store.write(ops(&[("vm3", 7, E)])).await.unwrap();
-    assert!(next[0] > ids[5], "{next:?} after {ids:?}");
-    assert_totals_match_outbox(&store, &sessions);
-    // Nothing of the totals is on disk any more.
-    assert_eq!(meta(&store, tables::OUTBOX_BYTES), None);
-    let txn = store.db().begin_read().unwrap();
-    assert!(txn.open_table(tables::OUTBOX_LEN).is_err());
-}
-
-/// A database as the previous layout wrote it: events in the class index,
-/// the byte total and next id in META, per-session lengths in their own table.
-/// It opens to the current layout, with totals counted from the outbox.
-#[tokio::test]
-async fn database_of_the_previous_layout_opens_and_keeps_working() {
-    use ItemClass::{Event as E, Result as R, Telemetry as T};
-    let dir = TempDir::new().unwrap();
-    let size = item_size();
-    let sessions = ["vm1", "vm2"];
-    let store = capped(&dir, 100);
-    let written = [
-        ("vm1", 1, E),
-        ("vm2", 2, E),
-        ("vm1", 3, T),
-        ("vm2", 4, R),
-        ("vm1", 5, E),
-        ("vm2", 6, E),
-    ];
-    let ids = store.write(ops(&written)).await.unwrap();
-    let next_id = ids[5] + 1;
-    {
-        let txn = store.db().begin_write().unwrap();
-        {
-            let mut index = txn.open_table(tables::CLASS_INDEX).unwrap();
-            for (&(session, _, class), &id) in written.iter().zip(&ids) {
-                index.insert((class.as_u8(), id), session).unwrap();
-            }
-            // Stale on purpose: the open must count, not trust them.
-            let mut lens = txn.open_table(tables::OUTBOX_LEN).unwrap();
-            lens.insert("vm1", 7).unwrap();
-            lens.insert("vm9", 2).unwrap();
-            let mut meta = txn.open_table(tables::META).unwrap();
-            meta.insert(tables::OUTBOX_BYTES, 99 * size).unwrap();
-            meta.insert(tables::NEXT_OUTBOX_ID, next_id).unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    assert_eq!(indexed(&store).len(), 6);
-    drop(store);
-
-    // Small enough that a few appends reach into the events.
-    let store = capped(&dir, 6);
-    assert_eq!(store.stats().outbox_bytes, 6 * size);
-    assert_eq!(store.outbox_len("vm1").unwrap(), 3);
-    assert_eq!(store.outbox_len("vm2").unwrap(), 3);
-    assert_eq!(store.outbox_len("vm9").unwrap(), 0);
-    assert_eq!(meta(&store, tables::OUTBOX_BYTES), None);
-    assert!(store
-        .db()
-        .begin_read()
-        .unwrap()
-        .open_table(tables::OUTBOX_LEN)
-        .is_err());
-    // Only the telemetry item and the result stay indexed.
-    let index = indexed(&store);
-    assert_eq!(
-        index,
-        [
-            (T.as_u8(), ids[2], "vm1".to_string()),
-            (R.as_u8(), ids[3], "vm2".to_string())
-        ]
-    );
-
-    // Ids continue where the stored next id says.
-    let more = store.write(ops(&[("vm2", 7, E)])).await.unwrap();
-    assert_eq!(more, [next_id]);
-    assert_eq!(dropped(&store), (1, 0, 0));
-    // Acking an event that had an index entry under the old layout.
-    store.ack("vm1", vec![ids[0]]).await.unwrap();
-    assert_eq!(store.outbox_len("vm1").unwrap(), 1);
-    // Three more: the result, then the oldest event, vm2's 2 (vm1's 5 is newer).
-    store
-        .write(ops(&[("vm1", 8, E), ("vm1", 9, E), ("vm2", 10, E)]))
-        .await
-        .unwrap();
-    assert_eq!(dropped(&store), (1, 1, 1));
-    let v = |s: &str, ns: &[u32]| ns.iter().map(|&n| (s.to_string(), n)).collect::<Vec<_>>();
-    let expected = [v("vm1", &[5, 8, 9]), v("vm2", &[6, 7, 10])].concat();
-    assert_eq!(left(&store, &sessions), expected);
-    assert!(indexed(&store).is_empty());
-    assert_totals_match_outbox(&store, &sessions);
-    drop(store);
-    let store = capped(&dir, 6);
-    assert_eq!(left(&store, &sessions), expected);
-    assert_totals_match_outbox(&store, &sessions);
-    assert_eq!(dropped(&store), (1, 1, 1));
-}
-
-/// Event index entries left by the previous layout are tolerated wherever an
-/// item leaves the outbox, even if one got past the open.
-#[tokio::test]
-async fn events_with_a_leftover_index_entry_are_acked_and_dropped_cleanly() {
-    use ItemClass::Event as E;
-    let dir = TempDir::new().unwrap();
-    let store = capped(&dir, 3);
-    let ids = store
-        .write(ops(&[("vm1", 1, E), ("vm1", 2, E), ("vm2", 3, E)]))
-        .await
-        .unwrap();
-    assert!(indexed(&store).is_empty());
-    {
-        let txn = store.db().begin_write().unwrap();
-        {
-            let mut index = txn.open_table(tables::CLASS_INDEX).unwrap();
-            index.insert((E.as_u8(), ids[0]), "vm1").unwrap();
-            index.insert((E.as_u8(), ids[2]), "vm2").unwrap();
-        }
-        txn.commit().unwrap();
-    }
-    store.ack("vm2", vec![ids[2]]).await.unwrap();
-    store
-        .write(ops(&[("vm2", 4, E), ("vm2", 5, E)]))
-        .await
-        .unwrap();
-    assert_eq!(dropped(&store), (0, 0, 1));
-    let v = |s: &str, ns: &[u32]| ns.iter().map(|&n| (s.to_string(), n)).collect::<Vec<_>>();
-    assert_eq!(
-        left(&store, &["vm1", "vm2"]),
-        [v("vm1", &[2]), v("vm2", &[4, 5])].concat()
-    );
-    assert!(indexed(&store).is_empty());
-    assert_totals_match_outbox(&store, &["vm1", "vm2"]);
-}
-
-#[tokio::test]
-async fn cap_order_holds_across_sessions_with_unindexed_events() {
-    use ItemClass::{Event as E, Result as R, Telemetry as T};
-    let dir = TempDir::new().unwrap();
-    let sessions = ["vmA", "vmB", "vmC"];
-    let store = capped(&dir, 6);
-    store
-        .write(ops(&[
-            ("vmA", 1, E),
-            ("vmB", 2, E),
-            ("vmC", 3, T),
-            ("vmA", 4, R),
-            ("vmC", 5, E),
-            ("vmB", 6, E),
-        ]))
-        .await
-        .unwrap();
-    assert_eq!(indexed(&store).len(), 2);
-    // Four over: the telemetry, the result, then the oldest events, which are
-    // the heads of vmA and vmB, not of the session written first or last.
-    store
-        .write(ops(&[
-            ("vmC", 7, E),
-            ("vmA", 8, E),
-            ("vmB", 9, E),
-            ("vmA", 10, E),
-        ]))
-        .await
-        .unwrap();
-    assert_eq!(dropped(&store), (1, 1, 2));
-    let v = |s: &str, ns: &[u32]| ns.iter().map(|&n| (s.to_string(), n)).collect::<Vec<_>>();
-    let expected = [v("vmA", &[8, 10]), v("vmB", &[6, 9]), v("vmC", &[5, 7])].concat();
-    assert_eq!(left(&store, &sessions), expected);
-    // Newer telemetry and results still go before any event; then vmC's head.
-    store
-        .write(ops(&[("vmB", 11, R), ("vmA", 12, T), ("vmC", 13, E)]))
-        .await
-        .unwrap();
-    assert_eq!(dropped(&store), (2, 2, 3));
-    let expected = [v("vmA", &[8, 10]), v("vmB", &[6, 9]), v("vmC", &[7, 13])].concat();
-    assert_eq!(left(&store, &sessions), expected);
-    assert!(indexed(&store).is_empty());
-    assert_totals_match_outbox(&store, &sessions);
-    // A session emptied by drops and acks alike is skipped when looking for the oldest.
-    let a: Vec<u64> = store
-        .outbox("vmA", None, 10)
-        .unwrap()
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    store.ack("vmA", a).await.unwrap();
-    store
-        .write(ops(&[("vmC", 14, E), ("vmC", 15, E), ("vmC", 16, E)]))
-        .await
-        .unwrap();
-    assert_eq!(dropped(&store), (2, 2, 4));
-    let expected = [v("vmB", &[9]), v("vmC", &[7, 13, 14, 15, 16])].concat();
-    assert_eq!(left(&store, &sessions), expected);
-    assert_totals_match_outbox(&store, &sessions);
-}
-
-/// A small xorshift, so the sequence is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
-
-/// Appends, acks, drops by the cap and restarts, including restarts that bring
-/// back items whose (lazy, unsynced) removal a crash undid: an id is never
-/// handed out twice, so never onto an item still stored, and the totals always
-/// match the outbox.
-#[tokio::test]
-async fn no_id_is_handed_out_twice() {
-    use ItemClass::{Event as E, Result as R, Telemetry as T};
-    let dir = TempDir::new().unwrap();
-    let sessions = ["vm1", "vm2", "vm3"];
-    let classes = [T, R, E, E];
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-    let mut store = capped(&dir, 12);
-    let mut given = std::collections::BTreeSet::new();
-    // (session, id, encoded item) of everything acked, as a crash could restore it.
-    let mut acked: Vec<(String, u64, Vec<u8>)> = Vec::new();
-    for step in 0..300u32 {
-        match rng.below(10) {
-            0..=5 => {
-                let n = 1 + rng.below(3) as usize;
-                let items: Vec<(&str, u32, ItemClass)> = (0..n)
-                    .map(|i| {
-                        let s = sessions[rng.below(3) as usize];
-                        (s, step * 10 + i as u32, classes[rng.below(4) as usize])
-                    })
-                    .collect();
-                for id in store.write(ops(&items)).await.unwrap() {
-                    assert!(given.insert(id), "id {id} handed out twice (step {step})");
-                }
-                assert!(store.stats().outbox_bytes <= 12 * item_size());
-            }
-            6..=7 => {
-                let s = sessions[rng.below(3) as usize];
-                let items = store.outbox(s, None, 100).unwrap();
-                let take: Vec<(u64, OutItem)> =
-                    items.into_iter().filter(|_| rng.below(2) == 0).collect();
-                for (id, item) in &take {
-                    acked.push((s.to_string(), *id, encode_out(item).unwrap()));
-                }
-                store
-                    .ack(s, take.into_iter().map(|(id, _)| id).collect())
-                    .await
-                    .unwrap();
-            }
-            8 => {
-                drop(store);
-                store = capped(&dir, 12);
-            }
-            _ => {
-                // A crash after lazy acks: some acked items are back on restart.
-                {
-                    let txn = store.db().begin_write().unwrap();
-                    {
-                        let mut outbox = txn.open_table(tables::OUTBOX).unwrap();
-                        for (s, id, bytes) in acked.drain(..) {
-                            if rng.below(2) == 0 {
-                                outbox.insert((s.as_str(), id), bytes.as_slice()).unwrap();
-                            }
-                        }
-                    }
-                    txn.commit().unwrap();
-                }
-                drop(store);
-                store = capped(&dir, 12);
-            }
-        }
-        assert_totals_match_outbox(&store, &sessions);
-    }
-    assert!(given.len() > 300, "{} ids", given.len());
-    let (t, r, e) = dropped(&store);
-    assert!(t > 0 && r > 0 && e > 0, "{:?}", (t, r, e));
-}
-
-/// A stored next id that is missing or behind the outbox (a file from before
-/// it existed, or damaged) still cannot put a new item onto a stored one.
-#[tokio::test]
-async fn ids_continue_past_stored_items_whatever_meta_says() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let ids = store
-        .write(vec![append("vm1", 1), append("vm2", 2), append("vm1", 3)])
-        .await
-        .unwrap();
-    for bound in [Some(1), None] {
-        {
-            let txn = store.db().begin_write().unwrap();
-            {
-                let mut meta = txn.open_table(tables::META).unwrap();
-                match bound {
-                    Some(bound) => meta.insert(tables::NEXT_OUTBOX_ID, bound).unwrap(),
-                    None => meta.remove(tables::NEXT_OUTBOX_ID).unwrap(),
-                };
-            }
-            txn.commit().unwrap();
-        }
-    }
-    drop(store);
-    let store = open(&dir);
-    let next = store.write(vec![append("vm2", 4)]).await.unwrap();
-    assert!(next[0] > ids[2], "{next:?} after {ids:?}");
-    assert_eq!(store.outbox_len("vm1").unwrap(), 2);
-    assert_eq!(store.outbox_len("vm2").unwrap(), 2);
-}
-
-/// The point of keeping totals in memory and events out of the class index:
-/// an event's commit copies only the pages of OUTBOX and MACHINES (and redb's
-/// own): 7 of 4 KiB here, where the previous layout wrote 10.
-#[tokio::test]
-async fn an_event_commit_writes_few_pages() {
-    let dir = TempDir::new().unwrap();
-    let store = open(&dir);
-    let event = |n: u32| {
-        vec![
-            append("vm1", n),
-            Op::SetMachine {
-                machine: "vm1".into(),
-                state: MachineState {
-                    next_seq: u64::from(n) + 1,
-                    ..Default::default()
-                },
-            },
-        ]
-    };
-    for n in 0..100 {
-        store.write(event(n)).await.unwrap();
-    }
-    let before = store.stats().bytes_written;
-    for n in 100..200 {
-        store.write(event(n)).await.unwrap();
-    }
-    let per_event = (store.stats().bytes_written - before) / 100;
-    assert!(per_event < 9 * 4096, "{per_event} bytes per event");
 }
