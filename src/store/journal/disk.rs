@@ -81,7 +81,7 @@ impl Dir for FsDir {
             .read(true)
             .write(true)
             .open(self.path(n))?;
-        Ok(Arc::new(FsSegment(file)))
+        Ok(Arc::new(FsSegment::new(file)))
     }
 
     fn create(&self, n: u64, len: u64) -> io::Result<Arc<dyn Segment>> {
@@ -95,7 +95,11 @@ impl Dir for FsDir {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        let zeros = vec![0u8; 64 * 1024];
+        // Page by page: writes of 64 KiB would leave the file in the page
+        // cache as 64 KiB folios, and every later commit dirtying a few bytes
+        // of one would write all 64 KiB back (measured: 65,536 bytes written
+        // per event against 4,194 this way).
+        let zeros = vec![0u8; 4096];
         let mut left = len;
         while left > 0 {
             let n = usize::try_from(left.min(zeros.len() as u64)).unwrap_or(zeros.len());
@@ -105,7 +109,7 @@ impl Dir for FsDir {
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         self.sync_dir()?;
-        Ok(Arc::new(FsSegment(file)))
+        Ok(Arc::new(FsSegment::new(file)))
     }
 
     fn rename(&self, from: u64, to: u64) -> io::Result<()> {
@@ -125,6 +129,19 @@ impl Dir for FsDir {
 
 #[derive(Debug)]
 struct FsSegment(File);
+
+impl FsSegment {
+    /// No readahead: reading a segment back at start or an item from it
+    /// would otherwise fill the page cache with large folios, which a small
+    /// commit then writes back whole (see `create`).
+    fn new(file: File) -> FsSegment {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is open and owned by `file`. Only advice:
+        // a failure changes nothing but the bytes written, so it is ignored.
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+        FsSegment(file)
+    }
+}
 
 impl Segment for FsSegment {
     fn read_all(&self) -> io::Result<Vec<u8>> {
