@@ -104,7 +104,14 @@ pub enum Command {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread runs every task (serial lines, MQTT sessions, routers):
+    // the work is a few hundred small messages a second, and every hand-over
+    // between worker threads of a multi-threaded runtime is a futex wake,
+    // which was the largest share of the kernel CPU per event (measured
+    // with benches/versus.rs, see the README). What may block runs
+    // elsewhere: the store's writer thread (fsync), `spawn_blocking`, the
+    // demo's broker.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

@@ -42,6 +42,11 @@ use journal::{Journal, Visit};
 use state::{Loc, Snapshot, State};
 use writer::{read, Counts, Kind, Request, Shared, Writer};
 
+/// Longest a delivered item's removal waits for a commit to ride along with.
+pub const REMOVAL_DELAY: Duration = Duration::from_millis(100);
+/// Removals waiting that make the writer journal them at once.
+const MAX_WAITING_REMOVALS: usize = 256;
+
 /// The journal's directory inside the state directory.
 pub const JOURNAL_DIR: &str = "journal";
 /// The lock file that keeps a second gateway off the same state.
@@ -271,14 +276,22 @@ struct Inner {
     counts: Arc<Counts>,
     /// Held (locked) for the store's life; dropped after the writer stopped.
     _lock: Option<File>,
+    /// A timer to journal waiting removals is running.
+    nudge_armed: std::sync::atomic::AtomicBool,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        // Close the channel and wait for the writer, so the lock is released when the
-        // last Store goes away and a reopen in the same process succeeds. This may
-        // wait for one in-flight commit (an fsync), which is what the caller's data needs.
-        self.tx.take();
+        // Journal the waiting removals, close the channel and wait for the
+        // writer, so the lock is released when the last Store goes away and a
+        // reopen in the same process succeeds. This may wait for one commit.
+        if let Some(tx) = self.tx.take() {
+            let (reply, _) = oneshot::channel();
+            let _ = tx.send(Request {
+                kind: Kind::Flush,
+                reply,
+            });
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -306,7 +319,11 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let (state, journal) = load(dir, &path, &opts)?;
         let files = journal.files();
-        let shared = Arc::new(RwLock::new(Shared { state, files }));
+        let shared = Arc::new(RwLock::new(Shared {
+            state,
+            files,
+            removed: Vec::new(),
+        }));
         let counts = Arc::new(Counts::default());
         let (tx, rx) = mpsc::channel();
         let w = Writer {
@@ -329,6 +346,7 @@ impl Store {
                 thread: Some(thread),
                 counts,
                 _lock: lock,
+                nudge_armed: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -345,14 +363,55 @@ impl Store {
         self.request(Kind::Write(ops)).await
     }
 
-    /// Removes acknowledged outbox items; unknown ids are ignored. Group-committed.
+    /// Removes acknowledged outbox items; unknown ids are ignored.
+    ///
+    /// They leave the outbox at once; their removal reaches the journal
+    /// with the next commit, or within [`REMOVAL_DELAY`] if none comes,
+    /// without a sync of its own. The delivered items are then never written
+    /// for again, and an ack costs neither a wake-up of the writer nor a
+    /// write per event. A crash before it is journaled only publishes the
+    /// items again, with their `seq`. Never waits for the disk.
     pub async fn ack(&self, session: &str, ids: Vec<u64>) -> Result<(), StoreError> {
-        self.request(Kind::Ack {
-            session: session.to_string(),
-            ids,
-        })
-        .await
-        .map(|_| ())
+        let waiting = {
+            let mut shared = writer::write(&self.inner.shared);
+            for id in ids {
+                if shared.state.deliver(session, id) {
+                    shared.removed.push(id);
+                }
+            }
+            shared.removed.len()
+        };
+        if waiting >= MAX_WAITING_REMOVALS {
+            self.nudge();
+        } else if waiting > 0 && !self.inner.nudge_armed.swap(true, Ordering::AcqRel) {
+            // Weak: a store dropped meanwhile journals its removals itself,
+            // and its lock must not outlive it by the timer.
+            let inner = Arc::downgrade(&self.inner);
+            tokio::spawn(async move {
+                tokio::time::sleep(REMOVAL_DELAY).await;
+                if let Some(inner) = inner.upgrade() {
+                    inner.nudge_armed.store(false, Ordering::Release);
+                    Store { inner }.nudge();
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Asks the writer to journal the waiting removals now (no reply awaited).
+    fn nudge(&self) {
+        if let Some(tx) = &self.inner.tx {
+            let (reply, _) = oneshot::channel();
+            let _ = tx.send(Request {
+                kind: Kind::Flush,
+                reply,
+            });
+        }
+    }
+
+    /// Journals the waiting removals and returns once they are written.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.request(Kind::Flush).await.map(|_| ())
     }
 
     async fn request(&self, kind: Kind) -> Result<Vec<u64>, StoreError> {

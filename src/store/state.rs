@@ -62,13 +62,10 @@ pub(crate) enum Mutation {
     },
 }
 
-/// A request as the writer received it.
-pub(crate) enum Change<'a> {
-    Write(&'a [Op]),
-    Ack { session: &'a str, ids: &'a [u64] },
-}
+/// A request as the writer received it: the ops of one `Store::write`.
+pub(crate) struct Change<'a>(pub(crate) &'a [Op]);
 
-/// What [`State::plan`] decided for a group of requests.
+/// What [`State::plan`] decided for a group of writes.
 #[derive(Debug, Default)]
 pub(crate) struct Plan {
     pub(crate) mutations: Vec<Mutation>,
@@ -77,8 +74,6 @@ pub(crate) struct Plan {
     pub(crate) replies: Vec<Result<Vec<u64>, String>>,
     /// Items the size cap drops, per class ([`ItemClass::as_u8`]).
     pub(crate) dropped_now: [u64; 3],
-    /// Only acks: the commit need not be synced.
-    pub(crate) acks_only: bool,
 }
 
 /// A machine's command records, indexed by age for `open_commands` and for
@@ -161,50 +156,30 @@ impl State {
     }
 
     /// Decides one commit for `changes`. Pure: the state changes only when
-    /// the commit is on disk and its mutations are applied.
+    /// the commit is on disk and its mutations are applied (removals of
+    /// delivered items aside, see [`State::deliver`]).
     pub(crate) fn plan(&self, changes: &[Change<'_>], opts: &StoreOptions) -> Plan {
-        let mut plan = Plan {
-            acks_only: true,
-            ..Plan::default()
-        };
+        let mut plan = Plan::default();
         let mut next_id = self.next_id.max(1);
         let mut bytes = self.outbox_bytes;
         let mut gone: HashSet<u64> = HashSet::new();
         let mut added: Vec<(u64, ItemClass, u64)> = Vec::new();
-        for change in changes {
-            match change {
-                Change::Write(ops) => {
-                    plan.acks_only = false;
-                    let mut ids = Vec::new();
-                    let mut muts = Vec::new();
-                    let mut new = Vec::new();
-                    let refused = ops.iter().try_for_each(|op| {
-                        let m = self.plan_op(op, &mut next_id, &mut ids, &mut new)?;
-                        muts.push(m);
-                        Ok::<_, String>(())
-                    });
-                    match refused {
-                        Ok(()) => {
-                            bytes += new.iter().map(|&(_, _, len)| len).sum::<u64>();
-                            added.extend(new);
-                            plan.mutations.extend(muts);
-                            plan.replies.push(Ok(ids));
-                        }
-                        Err(e) => plan.replies.push(Err(e)),
-                    }
+        for Change(ops) in changes {
+            let mut ids = Vec::new();
+            let mut muts = Vec::new();
+            let mut new = Vec::new();
+            let refused = ops.iter().try_for_each(|op| {
+                muts.push(self.plan_op(op, &mut next_id, &mut ids, &mut new)?);
+                Ok::<_, String>(())
+            });
+            match refused {
+                Ok(()) => {
+                    bytes += new.iter().map(|&(_, _, len)| len).sum::<u64>();
+                    added.extend(new);
+                    plan.mutations.extend(muts);
+                    plan.replies.push(Ok(ids));
                 }
-                Change::Ack { session, ids } => {
-                    for id in *ids {
-                        let Some(item) = self.items.get(id) else {
-                            continue;
-                        };
-                        if &*item.session == *session && gone.insert(*id) {
-                            bytes = bytes.saturating_sub(u64::from(item.loc.len));
-                            plan.mutations.push(Mutation::Remove { id: *id });
-                        }
-                    }
-                    plan.replies.push(Ok(Vec::new()));
-                }
+                Err(e) => plan.replies.push(Err(e)),
             }
         }
         if !added.is_empty() && bytes > opts.max_bytes {
@@ -369,6 +344,13 @@ impl State {
                 loc,
             },
         );
+    }
+
+    /// An item the broker acknowledged, taken out at once (see `Store::ack`).
+    /// False if the session holds no such item.
+    pub(crate) fn deliver(&mut self, session: &str, id: u64) -> bool {
+        let ours = self.items.get(&id).is_some_and(|i| &*i.session == session);
+        ours && self.remove(id).is_some()
     }
 
     fn remove(&mut self, id: u64) -> Option<ItemClass> {

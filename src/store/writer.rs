@@ -22,9 +22,9 @@ use super::{Op, StoreError, StoreOptions};
 /// waiting on it) arbitrarily slow.
 const MAX_BATCH: usize = 256;
 
-/// At most this many ack-only commits in a row go unsynced: lost in a crash,
-/// removals only make items be published again (same `seq`, dropped by
-/// consumers), and the next durable commit's sync writes them anyway.
+/// At most this many commits of removals only in a row go unsynced: lost in
+/// a crash, removals only make items be published again (same `seq`, dropped
+/// by consumers), and the next durable commit's sync writes them anyway.
 const LAZY_ACK_COMMITS: u64 = 64;
 
 /// At a roll, a segment with at most this share of a segment's bytes still
@@ -34,10 +34,8 @@ const RELOCATE_SHARE: u64 = 4;
 
 pub(crate) enum Kind {
     Write(Vec<Op>),
-    Ack {
-        session: String,
-        ids: Vec<u64>,
-    },
+    /// Journal the removals waiting in [`Shared::removed`] now.
+    Flush,
     /// Lets tests kill the thread to check that callers get an error instead of hanging.
     #[cfg(test)]
     Panic,
@@ -53,11 +51,14 @@ pub(crate) struct Request {
     pub(crate) reply: oneshot::Sender<Result<Vec<u64>, StoreError>>,
 }
 
-/// What readers share with the writer; only the writer changes it.
+/// What readers share with the writer. The writer changes it, except that
+/// `Store::ack` takes delivered items out of `state` at once and leaves their
+/// ids in `removed` for the writer to journal with its next commit.
 pub(crate) struct Shared {
     pub(crate) state: State,
     /// Segment files by number, to read outbox items from.
     pub(crate) files: BTreeMap<u64, Arc<dyn Segment>>,
+    pub(crate) removed: Vec<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -103,16 +104,24 @@ impl Writer {
         }
         let changes: Vec<Change<'_>> = batch.iter().filter_map(|r| change(&r.kind)).collect();
         let plan = read(&self.shared).state.plan(&changes, &self.opts);
+        let acks_only = changes.is_empty();
         drop(changes);
         let Plan {
-            mutations,
+            mut mutations,
             replies,
             dropped_now,
-            acks_only,
         } = plan;
+        // Removals ride along: in a steady stream each event's commit carries
+        // the removal of the one before, at no extra write or wake-up.
+        let removed = std::mem::take(&mut write(&self.shared).removed);
+        mutations.extend(removed.into_iter().map(|id| Mutation::Remove { id }));
         let committed = self.commit(mutations, acks_only);
         let mut replies = replies.into_iter();
         for req in batch {
+            if matches!(req.kind, Kind::Flush) {
+                let _ = req.reply.send(committed.clone().map(|()| Vec::new()));
+                continue;
+            }
             #[cfg(test)]
             if matches!(req.kind, Kind::Hold(_)) {
                 let _ = req.reply.send(Ok(Vec::new()));
@@ -274,8 +283,8 @@ impl Writer {
 
 fn change(kind: &Kind) -> Option<Change<'_>> {
     match kind {
-        Kind::Write(ops) => Some(Change::Write(ops)),
-        Kind::Ack { session, ids } => Some(Change::Ack { session, ids }),
+        Kind::Write(ops) => Some(Change(ops)),
+        Kind::Flush => None,
         #[cfg(test)]
         Kind::Panic | Kind::Hold(_) => None,
     }
@@ -287,7 +296,7 @@ pub(crate) fn read(shared: &RwLock<Shared>) -> std::sync::RwLockReadGuard<'_, Sh
     shared.read().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn write(shared: &RwLock<Shared>) -> std::sync::RwLockWriteGuard<'_, Shared> {
+pub(crate) fn write(shared: &RwLock<Shared>) -> std::sync::RwLockWriteGuard<'_, Shared> {
     shared.write().unwrap_or_else(PoisonError::into_inner)
 }
 

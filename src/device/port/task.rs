@@ -330,8 +330,13 @@ impl PortTask {
     ) -> std::io::Result<()> {
         self.out.clear();
         self.codec.encode(&transmit.frame, &mut self.out)?;
+        // Not flushed: the stream has no buffer of its own, so the bytes are
+        // with the kernel once written, and `flush` is `tcdrain`, which
+        // blocks the thread until they are on the wire (8 ms for a Modbus
+        // request at 9600 baud, every task of the gateway waiting). The bus
+        // schedule adds the time on the wire itself (`Bus::wrote`), and answer
+        // deadlines are set by the core when it decides to transmit.
         port.write_all(&self.out).await?;
-        port.flush().await?;
         let health = &self.stations[index].ctx.health;
         health.frame_out();
         if let Some(poll) = transmit.answers_poll {

@@ -425,10 +425,33 @@ async fn dead_writer_gives_errors_not_hangs() {
         .await
         .expect("write must not hang");
     assert!(matches!(res, Err(StoreError::WriterGone { .. })), "{res:?}");
+    // An ack only takes items out in memory; journaling them is what fails.
     let res = tokio::time::timeout(Duration::from_secs(5), store.ack("vm1", vec![1]))
         .await
         .expect("ack must not hang");
-    assert!(res.is_err());
+    assert!(res.is_ok());
+    let res = tokio::time::timeout(Duration::from_secs(5), store.flush())
+        .await
+        .expect("flush must not hang");
+    assert!(matches!(res, Err(StoreError::WriterGone { .. })), "{res:?}");
+}
+
+#[tokio::test]
+async fn removals_ride_with_the_next_commit_or_are_journaled_within_the_delay() {
+    let dir = TempDir::new().unwrap();
+    let store = open(&dir);
+    let ids = store.write(vec![append("vm1", 1)]).await.unwrap();
+    let commits = store.stats().commits;
+    store.ack("vm1", ids.clone()).await.unwrap();
+    assert_eq!(store.outbox_len("vm1").unwrap(), 0, "out at once");
+    assert_eq!(store.stats().commits, commits, "no commit of its own yet");
+    let more = store.write(vec![append("vm1", 2)]).await.unwrap();
+    assert_eq!(store.stats().commits, commits + 1, "it rode along");
+    store.ack("vm1", more).await.unwrap();
+    tokio::time::sleep(REMOVAL_DELAY * 3).await;
+    assert_eq!(store.stats().commits, commits + 2, "journaled after the delay");
+    drop(store);
+    assert_eq!(open(&dir).outbox_len("vm1").unwrap(), 0);
 }
 
 #[test]
