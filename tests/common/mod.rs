@@ -378,6 +378,9 @@ pub struct Msg {
     pub topic: String,
     pub payload: String,
     pub retain: bool,
+    /// When the client's event loop got it (benches/versus.rs measures
+    /// board -> subscriber latency from it, finer than any drain period).
+    pub received: Instant,
 }
 
 impl Msg {
@@ -425,6 +428,7 @@ impl Client {
                             topic: p.topic.clone(),
                             payload: String::from_utf8_lossy(&p.payload).into_owned(),
                             retain: p.retain,
+                            received: Instant::now(),
                         };
                         if tx.send(msg).is_err() {
                             return;
