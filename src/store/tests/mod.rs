@@ -449,7 +449,11 @@ async fn removals_ride_with_the_next_commit_or_are_journaled_within_the_delay() 
     assert_eq!(store.stats().commits, commits + 1, "it rode along");
     store.ack("vm1", more).await.unwrap();
     tokio::time::sleep(REMOVAL_DELAY * 3).await;
-    assert_eq!(store.stats().commits, commits + 2, "journaled after the delay");
+    assert_eq!(
+        store.stats().commits,
+        commits + 2,
+        "journaled after the delay"
+    );
     drop(store);
     assert_eq!(open(&dir).outbox_len("vm1").unwrap(), 0);
 }
