@@ -575,19 +575,7 @@ fn load(
         }
         Visit::Commit { segment, at, body } => {
             let (mutations, item_at) = decode_commit(body)?;
-            let locs: Vec<Loc> = mutations
-                .iter()
-                .filter_map(|m| match m {
-                    state::Mutation::Put { item, .. } => Some(item.len()),
-                    _ => None,
-                })
-                .zip(item_at)
-                .map(|(len, off)| Loc {
-                    segment,
-                    at: at + off,
-                    len: u32::try_from(len).unwrap_or(u32::MAX),
-                })
-                .collect();
+            let locs = state::put_locs(&mutations, segment, at, item_at);
             state.apply(mutations, locs.into_iter(), opts, now)
         }
     });

@@ -412,6 +412,29 @@ fn dec(live: &mut BTreeMap<u64, u64>, segment: u64) {
     }
 }
 
+/// Where the items of a commit's Puts are: the commit's body starts at `at`
+/// in `segment`, and `item_at` are the items' offsets in the body, in order.
+pub(crate) fn put_locs(
+    mutations: &[Mutation],
+    segment: u64,
+    at: u64,
+    item_at: Vec<u64>,
+) -> Vec<Loc> {
+    mutations
+        .iter()
+        .filter_map(|m| match m {
+            Mutation::Put { item, .. } => Some(item.len()),
+            _ => None,
+        })
+        .zip(item_at)
+        .map(|(len, off)| Loc {
+            segment,
+            at: at + off,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        })
+        .collect()
+}
+
 /// The state of a snapshot: what a segment header carries. Outbox items are
 /// not in it: they stay where they were written.
 #[derive(Debug, Default, Clone, PartialEq)]

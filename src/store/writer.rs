@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::codec::{encode_commit, encode_snapshot};
 use super::journal::disk::Segment;
 use super::journal::Journal;
-use super::state::{Change, Loc, Mutation, Plan, State};
+use super::state::{put_locs, Change, Mutation, Plan, State};
 use super::{Op, StoreError, StoreOptions};
 
 /// Caps one commit so a flood cannot make a single commit (and every reply
@@ -178,19 +178,7 @@ impl Writer {
         if durable {
             self.counts.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        let locs: Vec<Loc> = mutations
-            .iter()
-            .filter_map(|m| match m {
-                Mutation::Put { item, .. } => Some(item.len()),
-                _ => None,
-            })
-            .zip(item_at)
-            .map(|(len, off)| Loc {
-                segment,
-                at: at + off,
-                len: u32::try_from(len).unwrap_or(u32::MAX),
-            })
-            .collect();
+        let locs = put_locs(&mutations, segment, at, item_at);
         let applied = write(&self.shared).state.apply(
             mutations,
             locs.into_iter(),
