@@ -105,6 +105,58 @@ async fn ready_when_opened(
     report_status(notifier, statuses).await
 }
 
+/// A machine's session: its status topic, payloads and will, and its
+/// command subscriptions, from `topics:` or the interface file (§7).
+fn machine_session(
+    config: &Config,
+    machine: &str,
+    client_id: String,
+    will: &str,
+) -> (SessionSpec, String) {
+    let vars = TopicVars {
+        prefix: &config.mqtt.topic_prefix,
+        machine,
+        gateway: &config.gateway.id,
+        name: "",
+        command: "",
+    };
+    let Some(interface) = &config.interface else {
+        let spec = SessionSpec {
+            name: machine.to_owned(),
+            client_id,
+            status_topic: TopicsConfig::render(&config.topics.status, &vars),
+            subscribe: Some(vec![config.topics.command_filter(
+                &config.mqtt.topic_prefix,
+                machine,
+                &config.gateway.id,
+            )]),
+            online: config.status_payloads.online.clone(),
+            offline: config.status_payloads.offline.clone(),
+        };
+        return (spec, will.to_owned());
+    };
+    let vars = crate::interface::Vars {
+        prefix: vars.prefix,
+        machine,
+        gateway: vars.gateway,
+    };
+    let (online, offline) = interface.status_templates();
+    let spec = SessionSpec {
+        name: machine.to_owned(),
+        client_id,
+        status_topic: interface.status_topic(vars),
+        subscribe: Some(interface.subscriptions(vars)),
+        online: online.to_owned(),
+        offline: offline.to_owned(),
+    };
+    let will = mqtt::render_status(
+        online,
+        offline,
+        &Availability::offline(OfflineReason::GatewayLost),
+    );
+    (spec, will)
+}
+
 impl Gateway {
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         let profiles = load_profiles(&config)?;
@@ -151,6 +203,8 @@ impl Gateway {
                     &vars(&config, ""),
                 ),
                 subscribe: None,
+                online: config.status_payloads.online.clone(),
+                offline: config.status_payloads.offline.clone(),
             },
             store.clone(),
             will.clone(),
@@ -169,24 +223,13 @@ impl Gateway {
             };
             let machine = device.id.as_str();
             let client_id = TopicsConfig::render(&config.mqtt.client_id, &vars(&config, machine));
+            let (spec, machine_will) = machine_session(&config, machine, client_id, &will);
             let mut session = mqtt::spawn_session(
                 &config,
                 &connection,
-                SessionSpec {
-                    name: device.id.clone(),
-                    client_id,
-                    status_topic: TopicsConfig::render(
-                        &config.topics.status,
-                        &vars(&config, machine),
-                    ),
-                    subscribe: Some(config.topics.command_filter(
-                        &config.mqtt.topic_prefix,
-                        machine,
-                        &config.gateway.id,
-                    )),
-                },
+                spec,
                 store.clone(),
-                will.clone(),
+                machine_will,
                 liveness.register(format!("mqtt {machine}")),
                 shutdown.clone(),
             );
@@ -216,7 +259,15 @@ impl Gateway {
                 telemetry: session.telemetry,
                 commands: device_rx,
                 heartbeat: liveness.register(format!("device {machine}")),
-                health: health.add_machine(machine, session.counters),
+                health: health.add_machine(
+                    machine,
+                    session.counters,
+                    config
+                        .interface
+                        .as_ref()
+                        .map(|i| i.error_counter(machine))
+                        .unwrap_or_default(),
+                ),
             };
             contexts.push(Some(ctx));
         }

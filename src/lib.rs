@@ -11,6 +11,7 @@ pub mod config;
 pub mod device;
 pub mod gateway;
 pub mod health;
+pub mod interface;
 pub mod link;
 pub mod mqtt;
 pub mod profile;

@@ -99,30 +99,56 @@ impl CommandResult {
         reply: Option<&ReplyTo>,
     ) -> (Vec<Op>, String) {
         let json = self.to_json();
-        let topic = TopicsConfig::render(
-            &config.topics.result,
-            &TopicVars {
-                prefix: &config.mqtt.topic_prefix,
-                machine,
-                gateway: &config.gateway.id,
-                name: "",
-                command,
-            },
-        );
-        let item = |topic: String, correlation: Option<Vec<u8>>| Op::Append {
+        let item = |topic: String, payload: Vec<u8>, correlation: Option<Vec<u8>>| Op::Append {
             session: machine.to_owned(),
             item: OutItem {
                 topic,
-                payload: json.clone().into_bytes(),
+                payload,
                 qos: 1,
                 retain: false,
                 class: ItemClass::Result,
                 correlation,
             },
         };
-        let mut ops = vec![item(topic, None)];
-        if let Some(reply) = reply {
-            ops.push(item(reply.topic.clone(), reply.correlation.clone()));
+        let (topic, payload) = match &config.interface {
+            Some(interface) => {
+                if !interface.publishes_result(self.status == Status::Running) {
+                    return (Vec::new(), json);
+                }
+                let vars = crate::interface::Vars {
+                    prefix: &config.mqtt.topic_prefix,
+                    machine,
+                    gateway: &config.gateway.id,
+                };
+                let object = serde_json::from_str(&json).unwrap_or_default();
+                let request = reply.and_then(|r| r.request.as_ref());
+                // A failed program is logged and counted; nothing to send.
+                let Some(rendered) = interface.result(vars, command, request, object) else {
+                    return (Vec::new(), json);
+                };
+                (rendered.topic, rendered.payload)
+            }
+            None => {
+                let topic = TopicsConfig::render(
+                    &config.topics.result,
+                    &TopicVars {
+                        prefix: &config.mqtt.topic_prefix,
+                        machine,
+                        gateway: &config.gateway.id,
+                        name: "",
+                        command,
+                    },
+                );
+                (topic, json.clone().into_bytes())
+            }
+        };
+        let mut ops = vec![item(topic, payload.clone(), None)];
+        if let Some(reply) = reply.filter(|r| !r.topic.is_empty()) {
+            ops.push(item(
+                reply.topic.clone(),
+                payload,
+                reply.correlation.clone(),
+            ));
         }
         (ops, json)
     }

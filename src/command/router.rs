@@ -16,10 +16,14 @@ use tracing::{debug, error, warn};
 
 use super::{batch, parse, CommandResult, Status};
 use crate::config::Config;
+use crate::interface::Interface;
 use crate::mqtt::Inbound;
 use crate::profile::Profile;
 use crate::queue::{gateway_command, BatchJob, Job, QueueSlot, QueueSlots, QueuedCommand};
-use crate::store::{BatchProgress, CommandPhase, CommandRecord, Op, ReplyTo, Store};
+use crate::store::{
+    BatchProgress, CommandPhase, CommandRecord, CommandRequest, Op, ReplyTo, Store,
+};
+use serde_json::{Map, Value};
 
 pub struct Router {
     pub machine: String,
@@ -34,6 +38,10 @@ pub struct Router {
 
 /// Commands handled in one durable write when they arrive in a burst.
 const BATCH: usize = 256;
+
+/// The §4 command payload a publish carries, or one an interface's
+/// `commands.parse` made from it.
+type CommandBody = std::borrow::Cow<'static, [u8]>;
 
 /// What one command publish came to.
 enum Verdict {
@@ -107,18 +115,9 @@ impl Router {
     fn judge(&self, publish: &Inbound, in_batch: &HashSet<String>) -> Verdict {
         debug!(machine = %self.machine, topic = %publish.topic, retain = publish.retain, bytes = publish.payload.len(), "command publish");
         let config = &self.config;
-        let Some(command) = config.topics.command_of(
-            &publish.topic,
-            &config.mqtt.topic_prefix,
-            &self.machine,
-            &config.gateway.id,
-        ) else {
-            debug!(topic = %publish.topic, "not a command topic");
-            return Verdict::Ignore;
-        };
         // A reply address that is not a topic name cannot be answered; the
         // command is refused on its result topic alone.
-        let (reply, bad_reply) = match publish.reply.clone().map(checked_reply) {
+        let (mut reply, bad_reply) = match publish.reply.clone().map(checked_reply) {
             Some(Ok(reply)) => (Some(reply), None),
             Some(Err(why)) => (None, Some(why)),
             None => (None, None),
@@ -129,11 +128,40 @@ impl Router {
             debug!(machine = %self.machine, topic = %publish.topic, retain = publish.retain, "empty command payload ignored");
             return Verdict::Ignore;
         }
-        let envelope = match parse::envelope(
-            &publish.payload,
-            publish.retain,
-            config.commands.max_payload,
-        ) {
+        let (command, payload) = match &config.interface {
+            None => {
+                let Some(command) = config.topics.command_of(
+                    &publish.topic,
+                    &config.mqtt.topic_prefix,
+                    &self.machine,
+                    &config.gateway.id,
+                ) else {
+                    debug!(topic = %publish.topic, "not a command topic");
+                    return Verdict::Ignore;
+                };
+                (command, std::borrow::Cow::Borrowed(&publish.payload[..]))
+            }
+            Some(interface) => {
+                // Results of this command need it as it arrived, also after
+                // a restart: it is kept with the command's record.
+                let request = CommandRequest::new(&publish.topic, &publish.payload);
+                let reply = reply.get_or_insert_with(|| ReplyTo {
+                    topic: String::new(),
+                    correlation: None,
+                    request: None,
+                });
+                reply.request = Some(request);
+                match self.through_interface(interface, publish) {
+                    Ok(Some(parsed)) => parsed,
+                    Ok(None) => return Verdict::Ignore,
+                    Err((command, result)) => {
+                        return Verdict::Reply(command, result, Some(reply.clone()))
+                    }
+                }
+            }
+        };
+        let envelope = match parse::envelope(&payload, publish.retain, config.commands.max_payload)
+        {
             Ok(envelope) => parse::Envelope {
                 message_expiry: publish.expires_at,
                 ..envelope
@@ -142,7 +170,7 @@ impl Router {
         };
         let id = envelope.id.clone();
         if let Some(why) = bad_reply {
-            return Verdict::Reply(command, parse::rejected(Some(&id), why), None);
+            return Verdict::Reply(command, parse::rejected(Some(&id), why), reply);
         }
         if let Some(duplicate) = self.duplicate(&id, in_batch) {
             return Verdict::Reply(command, duplicate, reply);
@@ -203,6 +231,58 @@ impl Router {
             reply,
             slot,
         })
+    }
+
+    /// Runs the interface's `commands.parse` on a publish (DESIGN §7): the
+    /// command name and an envelope of §4 (`id`, the arguments,
+    /// `expires_at`) for the usual checks; `None` for a message that is not
+    /// a command; a program error is a `rejected` result.
+    fn through_interface(
+        &self,
+        interface: &Interface,
+        publish: &Inbound,
+    ) -> Result<Option<(String, CommandBody)>, (String, CommandResult)> {
+        let vars = crate::interface::Vars {
+            prefix: &self.config.mqtt.topic_prefix,
+            machine: &self.machine,
+            gateway: &self.config.gateway.id,
+        };
+        if !interface.is_command_topic(vars, &publish.topic) {
+            debug!(topic = %publish.topic, "not a command topic of the interface");
+            return Ok(None);
+        }
+        let parsed = interface
+            .parse(&self.machine, &publish.topic, &publish.payload)
+            .map_err(|e| {
+                let why = format!("the interface's commands.parse program: {e}");
+                (String::new(), parse::rejected(None, why))
+            })?;
+        let Some(Value::Object(mut parsed)) = parsed else {
+            return Ok(None);
+        };
+        let id = parsed.remove("id").unwrap_or(Value::Null);
+        let Some(Value::String(command)) = parsed.remove("command") else {
+            let id = id.as_str().map(str::to_owned);
+            let why = "the interface's commands.parse program gave no `command` name (a string)";
+            return Err((
+                String::new(),
+                parse::rejected(id.as_deref(), why.to_owned()),
+            ));
+        };
+        let mut envelope = match parsed.remove("args") {
+            Some(Value::Object(args)) => args,
+            None | Some(Value::Null) => Map::new(),
+            Some(other) => {
+                let why = format!("the interface's commands.parse program gave `args` {other}; it must be an object");
+                return Err((command, parse::rejected(id.as_str(), why)));
+            }
+        };
+        envelope.insert("id".into(), id);
+        if let Some(expires_at) = parsed.remove("expires_at").filter(|v| !v.is_null()) {
+            envelope.insert("expires_at".into(), expires_at);
+        }
+        let bytes = Value::Object(envelope).to_string().into_bytes();
+        Ok(Some((command, std::borrow::Cow::Owned(bytes))))
     }
 
     /// `duplicate` with the original's published result, or without it

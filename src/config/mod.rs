@@ -20,6 +20,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -30,7 +31,10 @@ pub use ops::{CommandsConfig, GatewayConfig, HealthConfig, StatusPayloads, Store
 pub use topics::{TopicVars, TopicsConfig};
 pub use value::Secret;
 
-use locate::{locate, Issues, YamlPath};
+pub(crate) use locate::YamlPath;
+use locate::{locate, Issues};
+
+use crate::interface::Interface;
 
 /// The config file as written. See DESIGN.md §3.
 #[derive(Debug, Deserialize)]
@@ -59,6 +63,11 @@ struct ConfigFile {
     /// Limits of command handling.
     #[serde(default)]
     commands: ops::CommandsSection,
+    /// An interface file (DESIGN §7): the machines speak a native machine's
+    /// MQTT interface instead of the topics and payloads of §4. Relative to
+    /// the config file's folder.
+    #[serde(default)]
+    interface: Option<PathBuf>,
 }
 
 /// A loaded and validated config. Paths other than device ports are
@@ -75,6 +84,8 @@ pub struct Config {
     pub status_payloads: StatusPayloads,
     pub health: HealthConfig,
     pub commands: CommandsConfig,
+    /// The loaded interface file, if `interface:` names one.
+    pub interface: Option<Arc<Interface>>,
     /// Things that work but should be changed; `check` and `run` log them.
     pub warnings: Vec<String>,
 }
@@ -165,6 +176,13 @@ fn parse(text: &str, path: &Path) -> Result<(Config, bool), ConfigErrors> {
     if !issues.0.is_empty() {
         return Err(located(issues, text, path));
     }
+    let interface = match file.interface {
+        Some(file) => {
+            let ids: Vec<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+            Some(Arc::new(crate::interface::load(&dir.join(file), &ids)?))
+        }
+        None => None,
+    };
     let config = Config {
         path: path.to_owned(),
         gateway,
@@ -176,6 +194,7 @@ fn parse(text: &str, path: &Path) -> Result<(Config, bool), ConfigErrors> {
         status_payloads,
         health,
         commands,
+        interface,
         warnings: Vec::new(),
     };
     Ok((config, inline_password))
@@ -237,7 +256,7 @@ fn located(issues: Issues, text: &str, path: &Path) -> ConfigErrors {
     ConfigErrors(errors)
 }
 
-fn parse_error(e: serde_yaml::Error, path: &Path) -> ConfigErrors {
+pub(crate) fn parse_error(e: serde_yaml::Error, path: &Path) -> ConfigErrors {
     let mut message = e.to_string();
     let (line, column) = match e.location() {
         Some(l) => {

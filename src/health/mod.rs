@@ -121,6 +121,9 @@ pub struct MachineHealth {
     retransmissions: AtomicU64,
     unexpected_frames: AtomicU64,
     error_answers: AtomicU64,
+    /// Interface programs that failed for this machine (owned by the
+    /// interface, which counts them).
+    interface_errors: Arc<AtomicU64>,
     poll_latency: Histogram,
     mqtt: Arc<SessionCounters>,
     link: Mutex<LinkState>,
@@ -130,7 +133,11 @@ pub struct MachineHealth {
 
 impl MachineHealth {
     /// `mqtt` are the machine session's counters.
-    pub fn new(mqtt: Arc<SessionCounters>, changed: Arc<Notify>) -> MachineHealth {
+    pub fn new(
+        mqtt: Arc<SessionCounters>,
+        interface_errors: Arc<AtomicU64>,
+        changed: Arc<Notify>,
+    ) -> MachineHealth {
         MachineHealth {
             frames_in: AtomicU64::new(0),
             frames_out: AtomicU64::new(0),
@@ -140,6 +147,7 @@ impl MachineHealth {
             retransmissions: AtomicU64::new(0),
             unexpected_frames: AtomicU64::new(0),
             error_answers: AtomicU64::new(0),
+            interface_errors,
             poll_latency: Histogram::default(),
             mqtt,
             link: Mutex::new(LinkState {
@@ -239,10 +247,19 @@ impl Health {
         }
     }
 
-    /// Registers a machine (its MQTT session's counters) and returns the
-    /// counters its device task updates.
-    pub fn add_machine(&mut self, machine: &str, mqtt: Arc<SessionCounters>) -> Arc<MachineHealth> {
-        let counters = Arc::new(MachineHealth::new(mqtt, self.changed.clone()));
+    /// Registers a machine (its MQTT session's counters, its interface's
+    /// error counter) and returns the counters its device task updates.
+    pub fn add_machine(
+        &mut self,
+        machine: &str,
+        mqtt: Arc<SessionCounters>,
+        interface_errors: Arc<AtomicU64>,
+    ) -> Arc<MachineHealth> {
+        let counters = Arc::new(MachineHealth::new(
+            mqtt,
+            interface_errors,
+            self.changed.clone(),
+        ));
         self.machines.push((machine.to_owned(), counters.clone()));
         counters
     }
@@ -267,6 +284,7 @@ impl Health {
                 retransmissions: m.retransmissions.load(Ordering::Relaxed),
                 unexpected_frames: m.unexpected_frames.load(Ordering::Relaxed),
                 error_answers: m.error_answers.load(Ordering::Relaxed),
+                interface_errors: m.interface_errors.load(Ordering::Relaxed),
                 poll_latency: m.poll_latency.snapshot(),
                 // A store that cannot be read is reported by the device task
                 // and the sender; here it only makes the depth unknown.
@@ -312,6 +330,8 @@ pub struct MachineSnapshot {
     pub unexpected_frames: u64,
     /// Polls answered with their error message (`host_polls`).
     pub error_answers: u64,
+    /// Interface programs that failed for this machine's messages.
+    pub interface_errors: u64,
     pub poll_latency: HistogramSnapshot,
     /// Items in the machine's outbox; `None` if the store could not be read.
     pub outbox_depth: Option<u64>,

@@ -35,7 +35,7 @@ pub fn render(s: &Snapshot) -> String {
     );
     let _ = writeln!(out, "vendgate_uptime_seconds {}", s.uptime.as_secs());
 
-    let per_machine: [PerMachine; 12] = [
+    let per_machine: [PerMachine; 13] = [
         (
             "vendgate_link_up",
             "gauge",
@@ -89,6 +89,12 @@ pub fn render(s: &Snapshot) -> String {
             "counter",
             "Poll requests the device answered with the request's error message.",
             |m| Some(m.error_answers),
+        ),
+        (
+            "vendgate_interface_errors_total",
+            "counter",
+            "Interface file programs that failed for one message (nothing published for it).",
+            |m| Some(m.interface_errors),
         ),
         (
             "vendgate_outbox_items",

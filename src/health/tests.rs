@@ -98,6 +98,7 @@ fn snapshot() -> Snapshot {
             retransmissions: 3,
             unexpected_frames: 0,
             error_answers: 0,
+            interface_errors: 0,
             poll_latency: h.snapshot(),
             outbox_depth: Some(4),
             mqtt_reconnects: 5,
@@ -207,7 +208,7 @@ fn json_document_has_the_documented_shape() {
 
 #[test]
 fn link_state_keeps_the_last_offline_reason_while_online() {
-    let m = MachineHealth::new(Default::default(), Default::default());
+    let m = MachineHealth::new(Default::default(), Default::default(), Default::default());
     assert_eq!(m.link_state().last_offline_reason, Some("starting"));
     m.link_changed(&Availability::offline(
         crate::mqtt::OfflineReason::PortMissing,

@@ -284,6 +284,7 @@ fn inbound5(publish: v5::mqttbytes::v5::Publish) -> Inbound {
     let reply = properties.response_topic.map(|topic| ReplyTo {
         topic,
         correlation: properties.correlation_data.map(|data| data.to_vec()),
+        request: None,
     });
     let expires_at = properties
         .message_expiry_interval
@@ -371,6 +372,7 @@ mod tests {
             Some(ReplyTo {
                 topic: "replies/biz-7".into(),
                 correlation: Some(b"\x00corr".to_vec()),
+                request: None,
             })
         );
         let left = inbound.expires_at.expect("an expiry") - before;

@@ -82,16 +82,21 @@ impl OfflineReason {
 
 /// Renders a status payload from the config's templates.
 pub fn status_payload(config: &Config, availability: &Availability) -> String {
+    let templates = &config.status_payloads;
+    render_status(&templates.online, &templates.offline, availability)
+}
+
+/// Renders a status payload: `online`, or `offline` with `{reason}` and
+/// `{since}` filled in.
+pub fn render_status(online: &str, offline: &str, availability: &Availability) -> String {
     match availability {
-        Availability::Online => config.status_payloads.online.clone(),
-        Availability::Offline { reason, since } => config
-            .status_payloads
-            .offline
-            .replace("{reason}", reason.as_str())
-            .replace(
+        Availability::Online => online.to_owned(),
+        Availability::Offline { reason, since } => {
+            offline.replace("{reason}", reason.as_str()).replace(
                 "{since}",
                 &since.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            ),
+            )
+        }
     }
 }
 
@@ -102,8 +107,13 @@ pub struct SessionSpec {
     pub name: String,
     pub client_id: String,
     pub status_topic: String,
-    /// Topic filter for commands (machines only).
-    pub subscribe: Option<String>,
+    /// Topic filters for commands (machines only; an interface file may
+    /// give several, or none).
+    pub subscribe: Option<Vec<String>>,
+    /// The status payload templates: `status_payloads`, or an interface
+    /// file's for machines.
+    pub online: String,
+    pub offline: String,
 }
 
 /// The handles a device task and the command router use to reach a session.
@@ -211,7 +221,6 @@ pub fn spawn_session(
     ));
     let sender = tokio::spawn(
         sender::Sender {
-            config: config.clone(),
             spec: spec.clone(),
             client,
             store,

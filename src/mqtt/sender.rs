@@ -12,14 +12,12 @@ use tracing::{debug, error, warn};
 
 use super::client::Client;
 use super::{
-    status_payload, Availability, Backoff, DriverEvent, OfflineReason, SessionCounters,
-    SessionSpec, WINDOW,
+    render_status, Availability, Backoff, DriverEvent, OfflineReason, SessionCounters, SessionSpec,
+    WINDOW,
 };
-use crate::config::Config;
 use crate::store::{ItemClass, OutItem, Store};
 
 pub(super) struct Sender {
-    pub config: Config,
     pub spec: SessionSpec,
     pub client: Client,
     pub store: Store,
@@ -183,7 +181,7 @@ impl Sender {
         match event {
             DriverEvent::Connected => {
                 t.reset(true);
-                if let Some(filter) = &self.spec.subscribe {
+                for filter in self.spec.subscribe.iter().flatten() {
                     if let Err(e) = self.client.try_subscribe(filter) {
                         error!(session = %self.spec.name, error = %e, "cannot subscribe to commands");
                     }
@@ -331,7 +329,7 @@ impl Sender {
             // shutdown's `offline`) stands until the device task knows.
             return;
         }
-        let payload = status_payload(&self.config, &availability);
+        let payload = render_status(&self.spec.online, &self.spec.offline, &availability);
         let item = OutItem {
             topic: self.spec.status_topic.clone(),
             payload: payload.into_bytes(),

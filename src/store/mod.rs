@@ -136,9 +136,54 @@ pub struct OutItem {
 /// published after a restart still reach it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyTo {
+    /// MQTT 5 Response Topic; empty when the command had none and only
+    /// `request` is kept (an interface file's results need it).
+    #[serde(default)]
     pub topic: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation: Option<Vec<u8>>,
+    /// With an interface file: the command as it arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<CommandRequest>,
+}
+
+/// A command publish as it arrived, kept for an interface's `results`
+/// program (`.request`, `{topic}`), also after a restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandRequest {
+    pub topic: String,
+    /// The payload text; `None` when it was over [`CommandRequest::KEPT_PAYLOAD`]
+    /// (a batch's script): its command record is written again with every
+    /// step's progress, and tens of KB each time would be most of the disk
+    /// writes. The program then sees `payload: null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+impl CommandRequest {
+    pub const KEPT_PAYLOAD: usize = 4096;
+
+    pub fn new(topic: &str, payload: &[u8]) -> CommandRequest {
+        CommandRequest {
+            topic: topic.to_owned(),
+            payload: (payload.len() <= Self::KEPT_PAYLOAD)
+                .then(|| String::from_utf8_lossy(payload).into_owned()),
+        }
+    }
+
+    /// `{topic, levels, payload}` as `results` programs see it.
+    pub fn to_json(&self) -> serde_json::Value {
+        let payload = self
+            .payload
+            .as_deref()
+            .and_then(|p| serde_json::from_str(p).ok())
+            .unwrap_or(serde_json::Value::Null);
+        serde_json::json!({
+            "topic": self.topic,
+            "levels": self.topic.split('/').collect::<Vec<_>>(),
+            "payload": payload,
+        })
+    }
 }
 
 /// What an outbox item is, in the order items are dropped when the outbox is over

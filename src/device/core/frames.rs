@@ -76,7 +76,7 @@ impl Core {
             // A response nobody waits for (e.g. after its command timed out)
             // is published as an event of its name rather than lost.
             MessageKind::Response if answered => {}
-            MessageKind::Event | MessageKind::Response => ops.push(self.event_op(&decoded)),
+            MessageKind::Event | MessageKind::Response => ops.extend(self.event_op(&decoded)),
         }
         if ops.is_empty() {
             // Telemetry only: the ACK need not wait for the disk. Its
@@ -92,15 +92,16 @@ impl Core {
         self.schedule(ops, Purpose::Accept { code, seq });
     }
 
-    /// The next `seq`, and the outbox append of an event with it.
-    pub(super) fn event_op(&mut self, decoded: &messages::Decoded) -> Op {
+    /// The next `seq`, and the outbox append of an event with it; none
+    /// when an interface file leaves the event out (the `seq` stays used).
+    pub(super) fn event_op(&mut self, decoded: &messages::Decoded) -> Option<Op> {
         let seq_no = self.next_seq;
         self.next_seq += 1;
-        let item = messages::out_item(&self.ctx.config, &self.machine, decoded, Some(seq_no));
-        Op::Append {
+        let item = messages::out_item(&self.ctx.config, &self.machine, decoded, Some(seq_no))?;
+        Some(Op::Append {
             session: self.machine.clone(),
             item,
-        }
+        })
     }
 
     pub(super) fn write_answer(&mut self, answer: PollAnswer, poll: Option<std::time::Instant>) {

@@ -68,14 +68,49 @@ fn event(name: String, fields: Map<String, Value>) -> Decoded {
 }
 
 /// The topic and payload of a decoded message. `seq` is given to events.
+/// With an interface file its `publish` entries decide (DESIGN §7): `None`
+/// when none matches or its program failed (logged and counted there).
 pub(super) fn out_item(
     config: &Config,
     machine: &str,
     decoded: &Decoded,
     seq: Option<u64>,
-) -> OutItem {
+) -> Option<OutItem> {
+    let class = match decoded.kind {
+        MessageKind::Telemetry => ItemClass::Telemetry,
+        MessageKind::Event | MessageKind::Response => ItemClass::Event,
+    };
+    let ts = timestamp_now();
+    if let Some(interface) = &config.interface {
+        let vars = crate::interface::Vars {
+            prefix: &config.mqtt.topic_prefix,
+            machine,
+            gateway: &config.gateway.id,
+        };
+        let message = crate::interface::Message {
+            kind: match decoded.kind {
+                MessageKind::Telemetry => "telemetry",
+                MessageKind::Event | MessageKind::Response => "event",
+            },
+            name: &decoded.name,
+            qos: decoded.qos,
+            retain: decoded.retain,
+            seq,
+            ts: &ts,
+            data: &decoded.fields,
+        };
+        let rendered = interface.publication(vars, &message)?;
+        return Some(OutItem {
+            topic: rendered.topic,
+            payload: rendered.payload,
+            qos: rendered.qos,
+            retain: rendered.retain,
+            class,
+            correlation: None,
+        });
+    }
     let mut payload = decoded.fields.clone();
-    payload.insert("ts".into(), Value::from(timestamp_now()));
+    payload.insert("ts".into(), Value::from(ts));
     if let Some(seq) = seq {
         payload.insert("seq".into(), Value::from(seq));
     }
@@ -93,17 +128,14 @@ pub(super) fn out_item(
             command: "",
         },
     );
-    OutItem {
+    Some(OutItem {
         topic,
         payload: Value::Object(payload).to_string().into_bytes(),
         qos: decoded.qos,
         retain: decoded.retain,
-        class: match decoded.kind {
-            MessageKind::Telemetry => ItemClass::Telemetry,
-            MessageKind::Event | MessageKind::Response => ItemClass::Event,
-        },
+        class,
         correlation: None,
-    }
+    })
 }
 
 pub(super) fn code_name(code: &FrameCode) -> String {

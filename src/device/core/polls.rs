@@ -276,9 +276,9 @@ impl Core {
         match decoded.kind {
             MessageKind::Telemetry => self.publish_telemetry(decoded),
             MessageKind::Event => {
-                let op = self.event_op(decoded);
-                let state = self.state_op(None);
-                self.schedule(vec![op, state], Purpose::Done);
+                let mut ops: Vec<_> = self.event_op(decoded).into_iter().collect();
+                ops.push(self.state_op(None));
+                self.schedule(ops, Purpose::Done);
             }
             MessageKind::Response => {}
         }
@@ -289,9 +289,9 @@ impl Core {
             // A poll's answer of kind `response` has nobody waiting: it is
             // published as an event of its name rather than lost.
             Verdict::Answer(decoded) if decoded.kind == MessageKind::Response => {
-                let op = self.event_op(&decoded);
-                let state = self.state_op(None);
-                self.schedule(vec![op, state], Purpose::Done);
+                let mut ops: Vec<_> = self.event_op(&decoded).into_iter().collect();
+                ops.push(self.state_op(None));
+                self.schedule(ops, Purpose::Done);
             }
             Verdict::Answer(decoded) => self.publish_answer(&decoded),
             Verdict::Refused(decoded) => {
@@ -324,8 +324,9 @@ impl Core {
                 .last
                 .insert(decoded.name.clone(), (decoded.fields.clone(), self.now));
         }
-        let item = messages::out_item(&self.ctx.config, &self.machine, decoded, None);
-        self.actions.push(Action::Telemetry(item));
+        if let Some(item) = messages::out_item(&self.ctx.config, &self.machine, decoded, None) {
+            self.actions.push(Action::Telemetry(item));
+        }
     }
 
     /// Whether the link can take a command now: `device_polls` only while

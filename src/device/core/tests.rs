@@ -31,7 +31,7 @@ fn core(profile: &str, address: Option<u16>, t0: Instant) -> Core {
     let config = Config::from_str(&text, std::path::Path::new("/tmp/c.yaml")).expect("config");
     let mut device = config.devices[0].clone();
     device.address = address;
-    let health = MachineHealth::new(Default::default(), Default::default());
+    let health = MachineHealth::new(Default::default(), Default::default(), Default::default());
     let ctx = CoreContext {
         config: Arc::new(config),
         device,

@@ -1,0 +1,115 @@
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+const NV3: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/interfaces/nordvend-nv3.yaml");
+
+fn vars() -> Vars<'static> {
+    Vars {
+        prefix: "vending",
+        machine: "vm-001",
+        gateway: "gw-1",
+    }
+}
+
+fn nv3() -> Interface {
+    load(Path::new(NV3), &["vm-001"]).unwrap()
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap()
+}
+
+#[test]
+fn nv3_payment_event_has_the_native_payload() {
+    let data = fields(json!({"mode": "coin", "amount": 100}));
+    let message = Message {
+        kind: "event",
+        name: "money_collected",
+        qos: 1,
+        retain: false,
+        seq: Some(17),
+        ts: "2026-11-22T09:30:05.123Z",
+        data: &data,
+    };
+    let out = nv3().publication(vars(), &message).unwrap();
+    assert_eq!(out.topic, "nv/vm-001/up/payment");
+    let payload: Value = serde_json::from_slice(&out.payload).unwrap();
+    assert_eq!(
+        payload,
+        json!({"msg_id": "17", "method": "coin", "amount_cents": 100,
+               "time": "2026-11-22T09:30:05.123Z"})
+    );
+    assert_eq!((out.qos, out.retain), (1, false));
+}
+
+#[test]
+fn messages_outside_the_interface_are_not_published() {
+    let data = Map::new();
+    let message = Message {
+        kind: "event",
+        name: "code_0x7f",
+        qos: 1,
+        retain: false,
+        seq: Some(1),
+        ts: "2026-11-22T09:30:05.123Z",
+        data: &data,
+    };
+    assert_eq!(nv3().publication(vars(), &message), None);
+}
+
+#[test]
+fn nv3_vend_request_becomes_buy() {
+    let parsed = nv3()
+        .parse(
+            "vm-001",
+            "nv/vm-001/down",
+            br#"{"req_id":"r-991","op":"vend","args":{"slot":11}}"#,
+        )
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        parsed,
+        json!({"id": "r-991", "command": "buy", "args": {"selection": 11}})
+    );
+}
+
+#[test]
+fn nv3_reply_has_the_upper_case_code() {
+    let result = fields(
+        json!({"id": "r-1", "status": "timeout", "error": "no answer",
+                               "ts": "2026-11-22T09:30:05.123Z"}),
+    );
+    let out = nv3().result(vars(), "buy", None, result).unwrap();
+    assert_eq!(out.topic, "nv/vm-001/down/reply");
+    let payload: Value = serde_json::from_slice(&out.payload).unwrap();
+    assert_eq!(
+        payload,
+        json!({"req_id": "r-1", "ok": false, "code": "TIMEOUT", "message": "no answer"})
+    );
+}
+
+#[test]
+fn a_syntax_error_names_the_line_of_its_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "name: bad\nstatus:\n  topic: \"x/{machine}\"\n  online: on\n  offline: off\npublish:\n  - match: \"*\"\n    topic: \"x/{machine}/{name}\"\n    payload: '{a: .b'\n",
+    )
+    .unwrap();
+    let errors = load(&path, &[]).unwrap_err();
+    let e = &errors.0[0];
+    assert_eq!(e.line, 9, "{e}");
+    assert!(e.message.contains("publish[0].payload"), "{e}");
+    assert!(e.message.contains("jq program does not compile"), "{e}");
+}
+
+#[test]
+fn filters_match_like_mqtt() {
+    assert!(topic_matches("nv/+/down", "nv/vm-1/down"));
+    assert!(topic_matches("nv/vm-1/#", "nv/vm-1/down/vend"));
+    assert!(!topic_matches("nv/vm-1/down", "nv/vm-1/down/reply"));
+}
