@@ -317,3 +317,45 @@ fn completions_and_the_man_page_cover_every_subcommand() {
         "options of run are on the page"
     );
 }
+
+/// `VALID` with the shipped NV-3 interface copied next to it as
+/// `interface.yaml`, changed by `edit`.
+fn setup_interface(edit: impl Fn(&str) -> String) -> tempfile::TempDir {
+    let dir = setup(&format!("{VALID}interface: interface.yaml\n"));
+    let text = std::fs::read_to_string(repo().join("interfaces/nordvend-nv3.yaml")).expect("nv3");
+    write_file(&dir.path().join("interface.yaml"), &edit(&text));
+    dir
+}
+
+#[test]
+fn check_accepts_the_shipped_interfaces() {
+    let dir = setup_interface(str::to_owned);
+    let config = dir.path().join("config.yaml");
+    let out = vendgate(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn check_names_the_line_of_an_interface_program_that_does_not_compile() {
+    const GOOD: &str = "amount_cents: .data.amount, time: .ts}'";
+    let dir = setup_interface(|text| {
+        assert!(text.contains(GOOD));
+        text.replacen(GOOD, "amount_cents: .data.amount, time: .ts'", 1)
+    });
+    let interface = dir.path().join("interface.yaml");
+    let text = std::fs::read_to_string(&interface).expect("interface");
+    let line = text
+        .lines()
+        .position(|l| l.contains("amount_cents"))
+        .expect("the payment program")
+        + 1;
+    let config = dir.path().join("config.yaml");
+    let out = vendgate(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:{line}:", interface.display())),
+        "line {line} of the interface in: {err}"
+    );
+    assert!(err.contains("jq program does not compile"), "{err}");
+}

@@ -201,3 +201,46 @@ async fn an_nv3_client_drives_a_legacy_vmc_machine() {
     })
     .await;
 }
+
+/// A program that fails for one message type: that message is counted and
+/// not published, every other one still is.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_program_failing_for_one_message_does_not_stop_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(repo().join("interfaces/nordvend-nv3.yaml")).expect("nv3");
+    let good = "payload: '{msg_id: (.seq|tostring), method: .data.mode, amount_cents: .data.amount, time: .ts}'";
+    assert!(text.contains(good));
+    let broken = text.replacen(good, "payload: 'error(\"no payments today\")'", 1);
+    let path = dir.path().join("broken-payment.yaml");
+    write_file(&path, &broken);
+    let extra = format!("interface: {}\nhealth:\n  interval: 1s\n", path.display());
+    let mut r = rig_with(Script::default(), &extra).await;
+    let mut nv = Client::connect(r.broker.port, "nv/#").await;
+    nv.expect(SECS(10), "online state", |m| m.topic == "nv/vm-001/state")
+        .await;
+    r.board
+        .send("money_collected", json!({"mode": "coin", "amount": 100}))
+        .await;
+    r.board
+        .send("dispense", json!({"status": "success", "selection": 11}))
+        .await;
+    let vend = nv
+        .expect(SECS(5), "vend event", |m| m.topic == "nv/vm-001/up/vend")
+        .await
+        .json();
+    assert_eq!(vend["slot"], 11);
+    let health = r
+        .client
+        .expect(SECS(10), "health counting the failure", |m| {
+            m.topic == "vending/gateways/gw-test/health"
+                && m.json()["machines"]["vm-001"]["interface_errors"] == 1
+        })
+        .await
+        .json();
+    assert_eq!(health["machines"]["vm-001"]["outbox_depth"], 0, "{health}");
+    let seen = nv.drain(Duration::from_millis(300)).await;
+    assert!(
+        !seen.iter().any(|m| m.topic == "nv/vm-001/up/payment"),
+        "the failed payment is not published"
+    );
+}
