@@ -244,3 +244,75 @@ async fn a_program_failing_for_one_message_does_not_stop_the_others() {
         "the failed payment is not published"
     );
 }
+
+/// The second shipped example: command name in the topic, replies on
+/// `<request topic>_reply`, numeric codes, epoch-millisecond times.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_vendlink_flat_interface_works_end_to_end() {
+    let extra = format!(
+        "interface: {}\n",
+        repo().join("interfaces/vendlink-flat.yaml").display()
+    );
+    let mut r = rig_with(answering_script(), &extra).await;
+    let mut vl = Client::connect(r.broker.port, "vl/#").await;
+    vl.expect(SECS(10), "ONLINE", |m| {
+        m.topic == "vl/vm-001/availability" && m.payload == "ONLINE"
+    })
+    .await;
+    r.board
+        .send("money_collected", json!({"mode": "bill", "amount": 500}))
+        .await;
+    let money = vl
+        .expect(SECS(5), "money event", |m| {
+            m.topic == "vl/vm-001/event/money_collected"
+        })
+        .await
+        .json();
+    assert_eq!(
+        (money["mode"].clone(), money["amount"].clone()),
+        (json!("bill"), json!(500))
+    );
+    assert!(
+        money["t"].as_i64().is_some_and(|t| t > 1_700_000_000_000),
+        "{money}"
+    );
+    assert!(money["n"].as_u64().is_some(), "{money}");
+
+    vl.publish(
+        "vl/vm-001/cmd/check_selection",
+        r#"{"ref":"a-1","selection":11}"#,
+        false,
+    )
+    .await;
+    let ok = vl
+        .expect(SECS(10), "reply a-1", |m| {
+            m.topic == "vl/vm-001/cmd/check_selection_reply" && m.json()["ref"] == "a-1"
+        })
+        .await
+        .json();
+    assert_eq!(ok["code"], 0, "{ok}");
+    assert_eq!(ok["response"]["status"], "normal", "{ok}");
+    assert!(ok["t"].as_i64().is_some(), "{ok}");
+
+    vl.publish("vl/vm-001/cmd/self_destruct", r#"{"ref":"a-2"}"#, false)
+        .await;
+    let refused = vl
+        .expect(SECS(10), "reply a-2", |m| {
+            m.topic == "vl/vm-001/cmd/self_destruct_reply" && m.json()["ref"] == "a-2"
+        })
+        .await
+        .json();
+    assert_eq!(refused["code"], 1, "{refused}");
+    // Our own replies were not taken for commands: exactly one reply each.
+    let seen = vl.drain(Duration::from_millis(500)).await;
+    assert!(
+        !seen.iter().any(|m| m.topic.ends_with("_reply_reply")),
+        "{:?}",
+        seen.iter().map(|m| &m.topic).collect::<Vec<_>>()
+    );
+    r.gateway.kill9();
+    vl.expect(SECS(20), "the will", |m| {
+        m.topic == "vl/vm-001/availability" && m.payload == "OFFLINE gateway_lost"
+    })
+    .await;
+}

@@ -183,7 +183,7 @@ fn parse(text: &str, path: &Path) -> Result<(Config, bool), ConfigErrors> {
         }
         None => None,
     };
-    let config = Config {
+    let mut config = Config {
         path: path.to_owned(),
         gateway,
         mqtt,
@@ -197,6 +197,13 @@ fn parse(text: &str, path: &Path) -> Result<(Config, bool), ConfigErrors> {
         interface,
         warnings: Vec::new(),
     };
+    if config.mqtt.version == MqttVersion::V3 {
+        let warning = config
+            .interface
+            .as_ref()
+            .and_then(|i| i.own_replies_warning());
+        config.warnings.extend(warning);
+    }
     Ok((config, inline_password))
 }
 

@@ -203,6 +203,38 @@ impl Interface {
         }
     }
 
+    /// Under MQTT 3.1.1 (no no-local) the gateway gets its own replies back
+    /// when `results.topic` falls under a `commands.subscribe` filter; its
+    /// `parse` program must then return `null` for them (DESIGN §7). Tried
+    /// with a sample machine and command: a warning for `check` and `run`.
+    pub fn own_replies_warning(&self) -> Option<String> {
+        let commands = self.commands.as_ref()?;
+        let results = self.results.as_ref()?;
+        let vars = Vars {
+            prefix: "p",
+            machine: "m",
+            gateway: "g",
+        };
+        let filters = self.subscriptions(vars);
+        // A command topic each filter admits, `+`/`#` taken as one level.
+        let request = filters.first()?.replace(['+', '#'], "c");
+        let reply = render(
+            &results.topic,
+            vars,
+            &[("command", "c"), ("id", "i"), ("topic", &request)],
+        );
+        filters.iter().any(|f| topic_matches(f, &reply)).then(|| {
+            format!(
+                "{}: results.topic `{}` can match commands.subscribe `{}`: under MQTT 3.1.1 \
+                     the gateway receives its own replies, so commands.parse must return null \
+                     for them (MQTT 5 avoids this with no-local)",
+                self.path.display(),
+                results.topic,
+                commands.subscribe.join("`, `")
+            )
+        })
+    }
+
     /// Whether results are published at all (`results:` is set) and a
     /// batch's `running` reports among them.
     pub fn publishes_result(&self, running: bool) -> bool {

@@ -113,3 +113,11 @@ fn filters_match_like_mqtt() {
     assert!(topic_matches("nv/vm-1/#", "nv/vm-1/down/vend"));
     assert!(!topic_matches("nv/vm-1/down", "nv/vm-1/down/reply"));
 }
+
+#[test]
+fn replies_under_a_command_filter_are_warned_about() {
+    assert_eq!(nv3().own_replies_warning(), None);
+    let flat = concat!(env!("CARGO_MANIFEST_DIR"), "/interfaces/vendlink-flat.yaml");
+    let warning = load(Path::new(flat), &[]).unwrap().own_replies_warning();
+    assert!(warning.is_some_and(|w| w.contains("must return null")));
+}
