@@ -700,3 +700,41 @@ async fn an_event_refused_by_the_broker_stays_in_the_outbox_until_it_is_allowed(
         "{denied} refusals, {connects} connects: {log}\nbroker: {broker_log}"
     );
 }
+
+/// With an interface file the MQTT 5 reply address still works: the reply
+/// is the interface's payload, with the request's correlation data.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interface_reply_reaches_the_response_topic_with_the_correlation_data() {
+    if without_mosquitto() {
+        return;
+    }
+    let extra = format!(
+        "interface: {}\n",
+        repo().join("interfaces/nordvend-nv3.yaml").display()
+    );
+    let mut r = rig_v5_with(Script::default(), &extra).await;
+    let u = unique();
+    let (reply_to, corr) = (format!("replies/{u}"), format!("corr-{u}"));
+    let mut replies = Replies::start(r.broker.port, &reply_to, &r.client).await;
+    publish_v5(
+        r.broker.port,
+        "nv/vm-001/down",
+        Some(r#"{"req_id":"nv-1","op":"set_price","args":{"slot":11,"price_cents":4321}}"#),
+        false,
+        &[("response-topic", &reply_to), ("correlation-data", &corr)],
+    )
+    .await;
+    let reply = replies
+        .expect(SECS(10), "the reply to nv-1", |m| {
+            m.json()["req_id"] == "nv-1"
+        })
+        .await;
+    assert_reply(&reply, &reply_to, &corr);
+    assert_eq!(
+        reply.json(),
+        json!({"req_id": "nv-1", "ok": true}),
+        "{reply:?}"
+    );
+    let events = r.board.drain(SECS(1)).await;
+    assert_eq!(prices(&events), vec![4321], "the command once: {events:?}");
+}

@@ -674,6 +674,12 @@ pub async fn rig_v5(script: Script) -> Rig {
     rig_full(script, "", &[], Some(5)).await
 }
 
+/// Like `rig_v5`, with `extra` appended to the config.
+#[allow(dead_code)] // each test binary uses its own part of this module
+pub async fn rig_v5_with(script: Script, extra: &str) -> Rig {
+    rig_full(script, extra, &[], Some(5)).await
+}
+
 /// `rig_with_args` with `mqtt.version` set when `version` is given.
 async fn rig_full(script: Script, extra: &str, args: &[&str], version: Option<u8>) -> Rig {
     let broker = Broker::start();
