@@ -121,3 +121,37 @@ fn replies_under_a_command_filter_are_warned_about() {
     let warning = load(Path::new(flat), &[]).unwrap().own_replies_warning();
     assert!(warning.is_some_and(|w| w.contains("must return null")));
 }
+
+#[test]
+fn an_entry_overrides_qos_and_retain_of_the_message() {
+    let data =
+        fields(json!({"door": 1, "temperature": 4.5, "coin_change": 250, "bill_change": 1000}));
+    let message = Message {
+        kind: "telemetry",
+        name: "machine_status",
+        qos: 1,
+        retain: false,
+        seq: None,
+        ts: "2026-11-22T09:30:05.123Z",
+        data: &data,
+    };
+    let out = nv3().publication(vars(), &message).unwrap();
+    assert_eq!(out.topic, "nv/vm-001/up/cabinet");
+    assert_eq!((out.qos, out.retain), (0, true));
+    let payload: Value = serde_json::from_slice(&out.payload).unwrap();
+    assert_eq!(payload["door_open"], true);
+}
+
+#[test]
+fn only_final_leaves_out_running_reports() {
+    assert!(!nv3().publishes_result(true));
+    assert!(nv3().publishes_result(false));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("all.yaml");
+    std::fs::write(
+        &path,
+        "name: all\nstatus:\n  topic: \"x/{machine}\"\n  online: on\n  offline: off\ncommands:\n  subscribe: [\"x/{machine}/cmd\"]\n  parse: '.payload'\nresults:\n  topic: \"x/{machine}/res\"\n  payload: '.'\n",
+    )
+    .unwrap();
+    assert!(load(&path, &[]).unwrap().publishes_result(true));
+}
