@@ -10,7 +10,7 @@
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, error, info};
@@ -73,6 +73,21 @@ impl Notifier {
     }
 }
 
+/// The `RELOADING=1` message: systemd (`Type=notify-reload` and
+/// `systemctl reload` alike) wants `MONOTONIC_USEC` beside it, the
+/// CLOCK_MONOTONIC time the reload began, to tell this reload from an
+/// earlier one. `READY=1` ends it, whether the new config was taken or not.
+pub fn reloading_message() -> String {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+    let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+    format!("RELOADING=1\nMONOTONIC_USEC={usec}")
+}
+
 /// The watchdog period systemd asked for (`$WATCHDOG_USEC`, for this
 /// process if `$WATCHDOG_PID` is set).
 pub fn watchdog_period() -> Option<Duration> {
@@ -100,26 +115,31 @@ impl Heartbeat {
     }
 }
 
-/// The heartbeats of every task the watchdog vouches for.
+/// The heartbeats of every task the watchdog vouches for. Tasks come and go
+/// with reloads: an entry lives as long as its task holds its `Heartbeat`,
+/// so a stopped device is not mistaken for a stuck one.
 pub struct Liveness {
     epoch: Instant,
-    tasks: Vec<(String, Arc<AtomicU64>)>,
+    tasks: Mutex<Vec<(String, Weak<AtomicU64>)>>,
 }
 
 impl Default for Liveness {
     fn default() -> Self {
         Liveness {
             epoch: Instant::now(),
-            tasks: Vec::new(),
+            tasks: Mutex::new(Vec::new()),
         }
     }
 }
 
 impl Liveness {
     /// Registers a task; it must call `beat()` at least once per period.
-    pub fn register(&mut self, name: impl Into<String>) -> Heartbeat {
-        let last_ms = Arc::new(AtomicU64::new(0));
-        self.tasks.push((name.into(), last_ms.clone()));
+    pub fn register(&self, name: impl Into<String>) -> Heartbeat {
+        // Starts alive: a task registered now has not yet had a chance to beat.
+        let last_ms = Arc::new(AtomicU64::new(self.epoch.elapsed().as_millis() as u64));
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|(_, last)| last.strong_count() > 0);
+        tasks.push((name.into(), Arc::downgrade(&last_ms)));
         Heartbeat {
             epoch: self.epoch,
             last_ms,
@@ -127,18 +147,20 @@ impl Liveness {
     }
 
     /// The first task whose last heartbeat is older than `limit`.
-    pub fn stuck(&self, limit: Duration) -> Option<&str> {
+    pub fn stuck(&self, limit: Duration) -> Option<String> {
         let now = self.epoch.elapsed().as_millis() as u64;
         let limit = limit.as_millis() as u64;
-        self.tasks
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks
             .iter()
+            .filter_map(|(name, last)| Some((name, last.upgrade()?)))
             .find(|(_, last)| now.saturating_sub(last.load(Ordering::Relaxed)) > limit)
-            .map(|(name, _)| name.as_str())
+            .map(|(name, _)| name.clone())
     }
 }
 
 /// Pets the watchdog every half period while every task is alive.
-pub async fn run_watchdog(notifier: Arc<Notifier>, liveness: Liveness, period: Duration) {
+pub async fn run_watchdog(notifier: Arc<Notifier>, liveness: Arc<Liveness>, period: Duration) {
     info!(period = ?period, "systemd watchdog enabled");
     let mut ticker = tokio::time::interval(period / 2);
     let mut reported = false;
@@ -152,7 +174,7 @@ pub async fn run_watchdog(notifier: Arc<Notifier>, liveness: Liveness, period: D
             Some(task) => {
                 if !reported {
                     error!(
-                        task,
+                        task = %task,
                         "task is stuck; no longer petting the systemd watchdog"
                     );
                     notifier.notify(&format!("STATUS=stuck: {task}"));
@@ -169,7 +191,7 @@ mod tests {
 
     #[test]
     fn a_task_without_recent_heartbeat_is_stuck() {
-        let mut liveness = Liveness::default();
+        let liveness = Liveness::default();
         let a = liveness.register("device vm-001");
         let b = liveness.register("mqtt vm-001");
         a.beat();
@@ -179,8 +201,10 @@ mod tests {
         a.beat();
         assert_eq!(
             liveness.stuck(Duration::from_millis(50)),
-            Some("mqtt vm-001")
+            Some("mqtt vm-001".to_owned())
         );
+        drop(b);
+        assert_eq!(liveness.stuck(Duration::from_millis(50)), None);
     }
 
     #[test]

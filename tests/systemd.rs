@@ -131,7 +131,7 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     }
     let unit = std::fs::read_to_string(repo().join("systemd/vendgate.service")).expect("unit");
     // Point the unit at the binary just built, as an install would.
-    let unit = unit.replace("/usr/local/bin/vendgate", env!("CARGO_BIN_EXE_vendgate"));
+    let unit = unit.replace("/usr/bin/vendgate", env!("CARGO_BIN_EXE_vendgate"));
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("vendgate.service");
     std::fs::write(&path, unit).expect("write unit");
@@ -146,4 +146,47 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         !stderr.contains("vendgate.service"),
         "warnings about the unit: {stderr}"
     );
+}
+
+/// `systemctl reload`: RELOADING=1 with MONOTONIC_USEC, then READY=1, also
+/// when the new config is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_is_bracketed_by_reloading_and_ready() {
+    let notify = NotifySocket::new();
+    let (_b, _board, gateway, _c, _d) = start(&[("NOTIFY_SOCKET", &notify.path)]).await;
+    let _ = notify.collect(Duration::from_secs(1));
+    let config = std::fs::read_to_string(&gateway.config).expect("config");
+    for (what, text) in [
+        ("an unchanged config", config.clone()),
+        (
+            "a broken config",
+            config.replace("gateway:", "gateway:\n  colour: red"),
+        ),
+    ] {
+        write_file(&gateway.config, &text);
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(gateway.pid().to_string())
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+        let messages = notify.collect(Duration::from_secs(2));
+        let reloading = messages
+            .iter()
+            .position(|m| m.starts_with("RELOADING=1\nMONOTONIC_USEC="))
+            .unwrap_or_else(|| panic!("{what}: RELOADING=1 sent: {messages:?}"));
+        let usec = messages[reloading]
+            .lines()
+            .nth(1)
+            .and_then(|l| l.strip_prefix("MONOTONIC_USEC="))
+            .and_then(|v| v.parse::<u64>().ok());
+        assert!(usec.is_some_and(|u| u > 0), "{what}: {messages:?}");
+        assert!(
+            messages[reloading..]
+                .iter()
+                .any(|m| m.lines().any(|l| l == "READY=1")),
+            "{what}: READY=1 after RELOADING=1: {messages:?}"
+        );
+    }
+    assert!(gateway.log_text().contains("reload refused"));
 }

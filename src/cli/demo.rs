@@ -12,7 +12,7 @@ use tracing::error;
 use super::{shutdown_signal, EXIT_CONFIG, EXIT_FATAL};
 use crate::broker;
 use crate::config::Config;
-use crate::gateway::Gateway;
+use crate::gateway::{Gateway, Setup};
 use crate::profile::Profile;
 use crate::sim::{pty_pair, Board};
 
@@ -73,7 +73,10 @@ pub async fn demo(port: u16, profiles_dir: &Path) -> i32 {
             return EXIT_CONFIG;
         }
     };
-    let gateway = match Gateway::start(config) {
+    let started = Setup::new(config, &config_text)
+        .map_err(|e| e.to_string())
+        .and_then(|setup| Gateway::start(setup).map_err(|e| e.to_string()));
+    let gateway = match started {
         Ok(gateway) => gateway,
         Err(e) => {
             eprintln!("cannot start the gateway: {e}");

@@ -4,17 +4,32 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
-use super::{load_config, shutdown_signal, EXIT_CONFIG, EXIT_FATAL};
-use crate::gateway::{Gateway, StartError};
+use super::{shutdown_signal, EXIT_CONFIG, EXIT_FATAL};
+use crate::gateway::{Gateway, Setup};
 use crate::health;
 
 pub async fn run(path: &Path, metrics_listen: Option<SocketAddr>) -> i32 {
-    let config = match load_config(path, |warning| warn!("{warning}")) {
-        Ok(config) => config,
-        Err(code) => return code,
+    // Taken over before anything starts: SIGHUP's default action would end
+    // the process, and `systemctl reload` may come at any time.
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(hangup) => hangup,
+        Err(e) => {
+            error!("cannot handle SIGHUP: {e}");
+            return EXIT_FATAL;
+        }
     };
+    // A bad config, profile, interface or TLS file: all are config errors.
+    let setup = match Setup::read(path) {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_CONFIG;
+        }
+    };
+    setup.config.warnings.iter().for_each(|w| warn!("{w}"));
     // Bound before anything starts: an address in use is fatal, not a
     // gateway silently running without the metrics it was asked for.
     let metrics = match metrics_listen {
@@ -27,13 +42,8 @@ pub async fn run(path: &Path, metrics_listen: Option<SocketAddr>) -> i32 {
         },
         None => None,
     };
-    let gateway = match Gateway::start(config) {
+    let mut gateway = match Gateway::start(setup) {
         Ok(gateway) => gateway,
-        // A bad profile or TLS file is a config error, like a bad config.
-        Err(e @ (StartError::Profile(_) | StartError::Mqtt(_) | StartError::Lines(_))) => {
-            eprintln!("{e}");
-            return EXIT_CONFIG;
-        }
         Err(e) => {
             error!("cannot start: {e}");
             return EXIT_FATAL;
@@ -49,7 +59,14 @@ pub async fn run(path: &Path, metrics_listen: Option<SocketAddr>) -> i32 {
             gateway.shutdown.clone(),
         ));
     }
-    shutdown_signal().await;
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            Some(()) = hangup.recv() => gateway.reload(path).await,
+        }
+    }
     info!("shutting down");
     gateway.stop().await;
     info!("stopped");

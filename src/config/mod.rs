@@ -102,10 +102,16 @@ impl Config {
                 message: format!("cannot read the config file: {e}"),
             }])
         })?;
-        let (mut config, inline_password) = parse(&text, path)?;
+        Config::from_file_text(&text, path)
+    }
+
+    /// [`Config::load`] of text already read from `path` (a reload reads
+    /// the file once, to hash and to parse the same bytes).
+    pub fn from_file_text(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let (mut config, inline_password) = parse(text, path)?;
         if inline_password && world_readable(path) {
             let at = YamlPath::default().key("mqtt").key("password");
-            let (line, column) = locate(&text, &at).unwrap_or((0, 0));
+            let (line, column) = locate(text, &at).unwrap_or((0, 0));
             config.warnings.push(format!(
                 "{}:{line}:{column}: mqtt.password: this file is readable by every user; \
                  move the password to `password_file` or make the file unreadable to others",

@@ -230,27 +230,40 @@ impl MachineHealth {
 #[derive(Debug)]
 pub struct Health {
     started: Instant,
-    machines: Vec<(String, Arc<MachineHealth>)>,
-    gateway_mqtt: Arc<SessionCounters>,
+    /// Machines come and go with reloads; the device tasks hold their own
+    /// `Arc<MachineHealth>`, so this lock is taken only by reports.
+    machines: Mutex<Vec<(String, Arc<MachineHealth>)>>,
+    gateway_mqtt: Mutex<Arc<SessionCounters>>,
+    loaded: Mutex<Loaded>,
     store: Store,
     changed: Arc<Notify>,
 }
 
+/// Which config the gateway runs with: what `systemctl reload` took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    /// SHA-256 of the config file's bytes, hex: compare with `sha256sum`.
+    pub config_sha256: String,
+    pub at: DateTime<Utc>,
+}
+
 impl Health {
-    pub fn new(store: Store, gateway_mqtt: Arc<SessionCounters>) -> Health {
+    pub fn new(store: Store, gateway_mqtt: Arc<SessionCounters>, loaded: Loaded) -> Health {
         Health {
             started: Instant::now(),
-            machines: Vec::new(),
-            gateway_mqtt,
+            machines: Mutex::new(Vec::new()),
+            gateway_mqtt: Mutex::new(gateway_mqtt),
+            loaded: Mutex::new(loaded),
             store,
             changed: Arc::new(Notify::new()),
         }
     }
 
     /// Registers a machine (its MQTT session's counters, its interface's
-    /// error counter) and returns the counters its device task updates.
+    /// error counter) and returns the counters its device task updates. A
+    /// machine registered again (restarted by a reload) starts from zero.
     pub fn add_machine(
-        &mut self,
+        &self,
         machine: &str,
         mqtt: Arc<SessionCounters>,
         interface_errors: Arc<AtomicU64>,
@@ -260,8 +273,34 @@ impl Health {
             interface_errors,
             self.changed.clone(),
         ));
-        self.machines.push((machine.to_owned(), counters.clone()));
+        let mut machines = lock(&self.machines);
+        machines.retain(|(id, _)| id != machine);
+        machines.push((machine.to_owned(), counters.clone()));
         counters
+    }
+
+    /// A machine a reload removed.
+    pub fn remove_machine(&self, machine: &str) {
+        lock(&self.machines).retain(|(id, _)| id != machine);
+    }
+
+    /// The gateway session was restarted by a reload.
+    pub fn set_gateway_mqtt(&self, counters: Arc<SessionCounters>) {
+        *lock(&self.gateway_mqtt) = counters;
+    }
+
+    /// A reload took a new config.
+    pub fn set_loaded(&self, loaded: Loaded) {
+        *lock(&self.loaded) = loaded;
+        self.changed.notify_one();
+    }
+
+    /// Each machine and whether its status shows `online`, in start order.
+    pub fn links(&self) -> Vec<(String, bool)> {
+        lock(&self.machines)
+            .iter()
+            .map(|(id, m)| (id.clone(), m.link_state().online))
+            .collect()
     }
 
     /// Woken when a machine's link state changes.
@@ -270,8 +309,7 @@ impl Health {
     }
 
     pub fn snapshot(&self) -> Snapshot {
-        let machines = self
-            .machines
+        let machines = lock(&self.machines)
             .iter()
             .map(|(id, m)| MachineSnapshot {
                 id: id.clone(),
@@ -299,7 +337,8 @@ impl Health {
             ts: Utc::now(),
             machines,
             store: self.store.stats(),
-            mqtt_reconnects: self.gateway_mqtt.reconnects.load(Ordering::Relaxed),
+            mqtt_reconnects: lock(&self.gateway_mqtt).reconnects.load(Ordering::Relaxed),
+            loaded: lock(&self.loaded).clone(),
         }
     }
 }
@@ -314,6 +353,7 @@ pub struct Snapshot {
     pub store: StoreStats,
     /// Reconnects of the gateway's own session.
     pub mqtt_reconnects: u64,
+    pub loaded: Loaded,
 }
 
 #[derive(Debug, Clone)]
@@ -338,6 +378,11 @@ pub struct MachineSnapshot {
     pub mqtt_reconnects: u64,
     /// Publishes the broker refused (MQTT 5 reason codes).
     pub mqtt_refused: u64,
+}
+
+/// Counters stay meaningful after a panic elsewhere; never poison a report.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

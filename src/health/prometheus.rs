@@ -34,6 +34,18 @@ pub fn render(s: &Snapshot) -> String {
         "Seconds since the gateway started.",
     );
     let _ = writeln!(out, "vendgate_uptime_seconds {}", s.uptime.as_secs());
+    header(
+        &mut out,
+        "vendgate_config_loaded_timestamp_seconds",
+        "gauge",
+        "When the running config was loaded (start or reload), Unix time.",
+    );
+    let _ = writeln!(
+        out,
+        "vendgate_config_loaded_timestamp_seconds{{sha256=\"{}\"}} {}",
+        s.loaded.config_sha256,
+        s.loaded.at.timestamp()
+    );
 
     let per_machine: [PerMachine; 13] = [
         (

@@ -22,14 +22,17 @@ use crate::store::{ItemClass, OutItem};
 ///     "retransmissions":0,"unexpected_frames":0,"error_answers":0,"polls_answered":800,"poll_latency_us":{"p50":180,"p99":950},
 ///     "outbox_depth":0,"mqtt_reconnects":0,"mqtt_refused":0}},
 ///  "outbox":{"bytes":0,"dropped":{"telemetry":0,"results":0,"events":0}},
-///  "mqtt_reconnects":0}
+///  "mqtt_reconnects":0,
+///  "config":{"sha256":"9f86d0…","loaded":"2026-11-22T09:28:00.000Z"}}
 /// ```
 ///
 /// `link` is `online` or `offline` as the machine's status topic shows it;
 /// `last_offline_reason` is why it was last offline (`starting` until its
 /// link was first judged), `since` when `link` last changed. Latencies are
 /// `null` before the first POLL, `outbox_depth` when the store cannot be
-/// read. The top-level `mqtt_reconnects` is the gateway session's.
+/// read. The top-level `mqtt_reconnects` is the gateway session's; `config`
+/// is the config file the gateway runs with (`sha256sum` of the file) and
+/// when it was loaded, at start or by the last reload that took it.
 pub fn render_json(s: &Snapshot) -> Value {
     let mut machines = Map::new();
     for m in &s.machines {
@@ -73,6 +76,10 @@ pub fn render_json(s: &Snapshot) -> Value {
             },
         },
         "mqtt_reconnects": s.mqtt_reconnects,
+        "config": {
+            "sha256": s.loaded.config_sha256,
+            "loaded": s.loaded.at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        },
     })
 }
 

@@ -106,6 +106,10 @@ fn snapshot() -> Snapshot {
         }],
         store,
         mqtt_reconnects: 6,
+        loaded: Loaded {
+            config_sha256: "ab12".into(),
+            at: Utc.with_ymd_and_hms(2026, 11, 22, 8, 0, 0).unwrap(),
+        },
     }
 }
 
@@ -123,6 +127,7 @@ fn prometheus_text_has_help_type_and_labelled_samples() {
         "vendgate_retransmissions_total{machine=\"vm-001\"} 3",
         "vendgate_link_up{machine=\"vm-001\"} 1",
         "vendgate_outbox_items{machine=\"vm-001\"} 4",
+        "vendgate_config_loaded_timestamp_seconds{sha256=\"ab12\"} 1795334400",
         "vendgate_mqtt_reconnects_total{machine=\"vm-001\"} 5",
         "vendgate_mqtt_refused_total{machine=\"vm-001\"} 8",
         "# TYPE vendgate_poll_answer_latency_seconds histogram",
@@ -186,6 +191,8 @@ fn json_document_has_the_documented_shape() {
     assert_eq!(doc["version"], "0.1.0");
     assert_eq!(doc["uptime_s"], 42);
     assert_eq!(doc["ts"], "2026-11-22T09:30:05.000Z");
+    assert_eq!(doc["config"]["sha256"], "ab12");
+    assert_eq!(doc["config"]["loaded"], "2026-11-22T08:00:00.000Z");
     let m = &doc["machines"]["vm-001"];
     assert_eq!(m["link"], "online");
     assert_eq!(m["last_offline_reason"], "link_lost");

@@ -123,13 +123,18 @@ impl Profile {
 
     /// `name` -> `dir/name.yaml`; anything with a `/` or a `.yaml`/`.yml` suffix is a path.
     pub fn resolve(dir: &Path, name_or_path: &str) -> Result<Profile, ProfileError> {
+        Profile::load(&Profile::path_of(dir, name_or_path))
+    }
+
+    /// The file a device's `profile:` names (see [`Profile::resolve`]).
+    pub fn path_of(dir: &Path, name_or_path: &str) -> PathBuf {
         let is_path = name_or_path.contains('/')
             || name_or_path.ends_with(".yaml")
             || name_or_path.ends_with(".yml");
         if is_path {
-            Profile::load(&dir.join(name_or_path))
+            dir.join(name_or_path)
         } else {
-            Profile::load(&dir.join(format!("{name_or_path}.yaml")))
+            dir.join(format!("{name_or_path}.yaml"))
         }
     }
 
