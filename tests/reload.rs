@@ -217,3 +217,69 @@ async fn a_reload_restarts_only_what_changed_and_a_broken_config_changes_nothing
         })
         .await;
 }
+
+/// Serial port opens of `machine` in the gateway's log.
+fn port_opens(gateway: &Gateway, machine: &str) -> usize {
+    gateway
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("serial port open") && l.contains(machine))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_change_to_topics_and_payloads_restarts_the_sessions_but_no_serial_port() {
+    let broker = Broker::start();
+    if !broker.is_mosquitto() {
+        eprintln!("SKIPPED: the reload test reads Mosquitto's connection log; install mosquitto");
+        return;
+    }
+    let mut client = Client::connect(broker.port, "vending/#").await;
+    let board = TestBoard::start(Script::default());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = config(&broker, dir.path(), &[("vm-a", &board.path)], "");
+    let gateway = Gateway::start(dir.path(), &first);
+    client.expect_status("vm-a", "online", SECS(10)).await;
+    for amount in 1..=3 {
+        board
+            .send("money_collected", json!({"mode": "coin", "amount": amount}))
+            .await;
+    }
+    client
+        .expect(SECS(5), "seq 3", |m| {
+            m.topic.ends_with("/event/money_collected") && m.json()["seq"] == 3
+        })
+        .await;
+
+    let second = format!(
+        "{first}topics:\n  event: \"{{prefix}}/{{machine}}/ev/{{name}}\"\nstatus_payloads:\n  online: up\n"
+    );
+    write_file(&gateway.config, &second);
+    hangup(&gateway);
+    client.expect_status("vm-a", "up", SECS(10)).await;
+    client
+        .expect(SECS(10), "the gateway's new status", |m| {
+            m.topic == "vending/gateways/gw-test/status" && m.payload == "up"
+        })
+        .await;
+    board
+        .send("money_collected", json!({"mode": "coin", "amount": 4}))
+        .await;
+    let event = client
+        .expect(SECS(5), "seq 4 on the new event topic", |m| {
+            m.topic == "vending/vm-a/ev/money_collected"
+        })
+        .await;
+    assert_eq!(event.json()["seq"], 4, "no seq gap, none reused");
+    assert_eq!(
+        connects(&broker, "vm-a"),
+        2,
+        "the machine's session restarted"
+    );
+    assert_eq!(connects(&broker, "gw-test"), 2, "and the gateway's");
+    assert_eq!(
+        port_opens(&gateway, "vm-a"),
+        1,
+        "the serial port was not reopened"
+    );
+}

@@ -41,10 +41,24 @@ pub struct DeviceContext {
     pub health: Arc<MachineHealth>,
 }
 
+/// A machine's new MQTT session, for its running port task: a reload that
+/// changed `mqtt`, `topics`, `status_payloads`, `commands` or the interface
+/// restarts the machines' sessions but not their serial lines (DESIGN §2).
+/// The command channel stays: nothing queued is lost.
+pub struct SessionEnds {
+    pub config: Arc<Config>,
+    pub availability: watch::Sender<Availability>,
+    pub outbox_ready: Arc<Notify>,
+    pub telemetry: mpsc::Sender<OutItem>,
+    pub health: Arc<MachineHealth>,
+}
+
 /// Runs the devices of one serial line until `shutdown`; `first_open` is
-/// told once the port has been opened or has failed its first attempt.
+/// told once the port has been opened or has failed its first attempt;
+/// `sessions` brings new sessions for all of them, in the same order.
 pub async fn run_line(
     devices: Vec<DeviceContext>,
+    sessions: mpsc::UnboundedReceiver<Vec<SessionEnds>>,
     shutdown: CancellationToken,
     first_open: oneshot::Sender<()>,
 ) {
@@ -70,7 +84,7 @@ pub async fn run_line(
             }
         })
         .collect();
-    port::PortTask::new(stations, first_open)
+    port::PortTask::new(stations, first_open, sessions)
         .run(shutdown)
         .await
 }

@@ -13,9 +13,9 @@ use super::setup::Setup;
 use super::Shared;
 use crate::command::Router;
 use crate::config::{Config, DeviceConfig, TopicVars, TopicsConfig};
-use crate::device::{self, DeviceContext};
+use crate::device::{self, DeviceContext, SessionEnds};
 use crate::mqtt::{self, Availability, OfflineReason, SessionSpec};
-use crate::queue::QueueSlots;
+use crate::queue::{QueueSlots, QueuedCommand};
 
 /// What a line is made of: when a reload finds the same key, the line runs on
 /// untouched (its port, sessions and state); otherwise it is restarted.
@@ -45,10 +45,23 @@ impl LineKey {
 /// A running line.
 pub struct Line {
     pub key: LineKey,
-    token: CancellationToken,
+    /// Stops the port task.
+    port_token: CancellationToken,
     port: JoinHandle<()>,
-    sessions: Vec<JoinHandle<()>>,
+    /// New sessions for the port task's devices, in station order.
+    to_port: mpsc::UnboundedSender<Vec<SessionEnds>>,
+    sessions: Sessions,
+}
+
+/// The MQTT sessions and command routers of a line's machines: what a
+/// reload of `mqtt`, `topics`, ... restarts without touching the port.
+struct Sessions {
+    token: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
     routers: Vec<JoinHandle<()>>,
+    /// Each machine's command channel into the port task; it outlives the
+    /// sessions, so a command queued during a session restart is not lost.
+    queues: Vec<mpsc::UnboundedSender<QueuedCommand>>,
 }
 
 impl Line {
@@ -60,15 +73,109 @@ impl Line {
         shared: &Shared,
     ) -> (Line, oneshot::Receiver<()>) {
         let config = &setup.config;
-        let token = shared.shutdown.child_token();
-        let mut sessions = Vec::new();
-        let mut routers = Vec::new();
+        let devices: Vec<&DeviceConfig> = members
+            .iter()
+            .filter_map(|&i| config.devices.get(i))
+            .collect();
+        let mut receivers = Vec::new();
+        let mut queues = Vec::new();
+        for _ in &devices {
+            let (tx, rx) = mpsc::unbounded_channel();
+            queues.push(tx);
+            receivers.push(rx);
+        }
+        let (sessions, ends) = Sessions::start(setup, &devices, shared, queues);
+        let port_token = shared.shutdown.child_token();
         let mut contexts = Vec::new();
-        for device in members.iter().filter_map(|&i| config.devices.get(i)) {
+        for ((device, ends), commands) in devices.iter().zip(ends).zip(receivers) {
             // `Setup` loaded a profile for every device.
             let Some(profile) = setup.profiles.get(&device.profile).cloned() else {
                 continue;
             };
+            contexts.push(DeviceContext {
+                config: config.clone(),
+                device: (*device).clone(),
+                profile,
+                store: shared.store.clone(),
+                availability: ends.availability,
+                outbox_ready: ends.outbox_ready,
+                telemetry: ends.telemetry,
+                commands,
+                heartbeat: shared.liveness.register(format!("device {}", device.id)),
+                health: ends.health,
+            });
+        }
+        let (tell, first_open) = oneshot::channel();
+        let (to_port, from_line) = mpsc::unbounded_channel();
+        let port = tokio::spawn(device::run_line(
+            contexts,
+            from_line,
+            port_token.clone(),
+            tell,
+        ));
+        let line = Line {
+            key: LineKey::of(setup, members),
+            port_token,
+            port,
+            to_port,
+            sessions,
+        };
+        (line, first_open)
+    }
+
+    /// Restarts the machines' MQTT sessions and routers with `setup`'s
+    /// config; the port task and its devices' state run on.
+    pub async fn restart_sessions(&mut self, setup: &Setup, shared: &Shared) {
+        let queues = std::mem::take(&mut self.sessions.queues);
+        let old = std::mem::replace(
+            &mut self.sessions,
+            Sessions {
+                token: CancellationToken::new(),
+                tasks: Vec::new(),
+                routers: Vec::new(),
+                queues: Vec::new(),
+            },
+        );
+        // The routers are not aborted: each ends once its session's driver
+        // is gone, after handing the device what it already accepted.
+        old.token.cancel();
+        join_within(old.tasks, Duration::from_secs(8), "MQTT sessions").await;
+        join_within(old.routers, Duration::from_secs(5), "command routers").await;
+        let devices: Vec<&DeviceConfig> = self.key.0.iter().map(|(d, _)| d).collect();
+        let (sessions, ends) = Sessions::start(setup, &devices, shared, queues);
+        self.sessions = sessions;
+        // A port task that ended has no devices to move over.
+        let _ = self.to_port.send(ends);
+    }
+
+    /// Tells every task of the line to stop, without waiting.
+    pub fn cancel(&self) {
+        self.port_token.cancel();
+        self.sessions.cancel();
+    }
+
+    /// The port task and the session tasks, to wait for after `cancel`:
+    /// the port task first (its durable writes complete), then the sessions
+    /// (each publishes `offline`, reason `shutdown`, and disconnects).
+    pub fn into_tasks(self) -> (Vec<JoinHandle<()>>, Vec<JoinHandle<()>>) {
+        (vec![self.port], self.sessions.tasks)
+    }
+}
+
+impl Sessions {
+    /// A session and router per device, feeding `queues` (one per device).
+    fn start(
+        setup: &Setup,
+        devices: &[&DeviceConfig],
+        shared: &Shared,
+        queues: Vec<mpsc::UnboundedSender<QueuedCommand>>,
+    ) -> (Sessions, Vec<SessionEnds>) {
+        let config = &setup.config;
+        let token = shared.shutdown.child_token();
+        let mut tasks = Vec::new();
+        let mut routers = Vec::new();
+        let mut all_ends = Vec::new();
+        for (device, queue) in devices.iter().zip(&queues) {
             let machine = device.id.as_str();
             let vars = super::vars(config, machine);
             let client_id = TopicsConfig::render(&config.mqtt.client_id, &vars);
@@ -82,15 +189,15 @@ impl Line {
                 shared.liveness.register(format!("mqtt {machine}")),
                 token.clone(),
             );
-            sessions.append(&mut session.tasks);
-            let (device_tx, device_rx) = mpsc::unbounded_channel();
-            if let Some(publishes) = session.commands.take() {
+            tasks.append(&mut session.tasks);
+            let profile = setup.profiles.get(&device.profile);
+            if let (Some(publishes), Some(profile)) = (session.commands.take(), profile) {
                 let router = Router {
                     machine: device.id.clone(),
                     config: config.clone(),
                     profile: profile.clone(),
                     store: shared.store.clone(),
-                    device: device_tx,
+                    device: queue.clone(),
                     slots: QueueSlots::new(config.commands.queue_limit),
                     outbox_ready: session.outbox_ready.clone(),
                 };
@@ -101,48 +208,32 @@ impl Line {
                 .as_ref()
                 .map(|i| i.error_counter(machine))
                 .unwrap_or_default();
-            contexts.push(DeviceContext {
+            all_ends.push(SessionEnds {
                 config: config.clone(),
-                device: device.clone(),
-                profile,
-                store: shared.store.clone(),
                 availability: session.availability,
                 outbox_ready: session.outbox_ready,
                 telemetry: session.telemetry,
-                commands: device_rx,
-                heartbeat: shared.liveness.register(format!("device {machine}")),
                 health: shared
                     .health
                     .add_machine(machine, session.counters, interface_errors),
             });
         }
-        let (tell, first_open) = oneshot::channel();
-        let port = tokio::spawn(device::run_line(contexts, token.clone(), tell));
-        let line = Line {
-            key: LineKey::of(setup, members),
+        let sessions = Sessions {
             token,
-            port,
-            sessions,
+            tasks,
             routers,
+            queues,
         };
-        (line, first_open)
+        (sessions, all_ends)
     }
 
-    /// Tells every task of the line to stop, without waiting.
-    pub fn cancel(&self) {
+    fn cancel(&self) {
         self.token.cancel();
         for task in &self.routers {
             // A command recorded but not yet handed over is reported at the
             // next start of the machine; nothing is half-done by stopping here.
             task.abort();
         }
-    }
-
-    /// The port task and the session tasks, to wait for after `cancel`:
-    /// the port task first (its durable writes complete), then the sessions
-    /// (each publishes `offline`, reason `shutdown`, and disconnects).
-    pub fn into_tasks(self) -> (Vec<JoinHandle<()>>, Vec<JoinHandle<()>>) {
-        (vec![self.port], self.sessions)
     }
 }
 

@@ -167,9 +167,9 @@ impl Gateway {
         let all_sessions = old.machine_sessions_differ(new);
         let own_session = old.gateway_session_differs(new);
         let keys: Vec<LineKey> = setup.lines.iter().map(|m| LineKey::of(&setup, m)).collect();
-        let (kept, stopped): (Vec<Line>, Vec<Line>) = std::mem::take(&mut self.lines)
+        let (mut kept, stopped): (Vec<Line>, Vec<Line>) = std::mem::take(&mut self.lines)
             .into_iter()
-            .partition(|line| !all_sessions && keys.contains(&line.key));
+            .partition(|line| keys.contains(&line.key));
         // Old sessions and ports are closed before their successors open:
         // one client id, one serial port, one outbox reader at a time.
         let stopped_machines: Vec<String> = stopped
@@ -183,6 +183,12 @@ impl Gateway {
         if own_session {
             self.own.stop().await;
             self.own = start_own(&setup, &self.shared);
+        }
+        if all_sessions {
+            let restarts = kept
+                .iter_mut()
+                .map(|line| line.restart_sessions(&setup, &self.shared));
+            futures::future::join_all(restarts).await;
         }
         let mut opened = Vec::new();
         let mut started = Vec::new();
@@ -200,6 +206,7 @@ impl Gateway {
             kept = ?kept_machines,
             stopped = ?stopped_machines,
             started = ?started,
+            machine_sessions_restarted = all_sessions,
             gateway_session_restarted = own_session,
             "reloaded"
         );

@@ -126,6 +126,13 @@ pub struct Core {
 }
 
 impl Core {
+    /// A reload restarted the machine's MQTT session: what is rendered
+    /// from now on follows the new config, on the session's new counters.
+    pub fn take_session(&mut self, config: Arc<Config>, health: Arc<MachineHealth>) {
+        self.ctx.config = config;
+        self.ctx.health = health;
+    }
+
     /// A core for a machine whose last run left `restored`; commands that
     /// run left open are reported or resumed at once.
     pub fn new(ctx: CoreContext, restored: Restored, now: Instant) -> Core {

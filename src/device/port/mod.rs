@@ -33,6 +33,24 @@ pub struct Station {
     pub started: Instant,
 }
 
+impl Station {
+    /// Moves the device over to a new MQTT session: the session learns the
+    /// link state the old one was showing, and the outbox is drained anew.
+    pub fn take_session(&mut self, ends: super::SessionEnds) {
+        let current = self.ctx.availability.borrow().clone();
+        ends.health.link_changed(&current);
+        ends.availability.send_replace(current);
+        self.core
+            .take_session(ends.config.clone(), ends.health.clone());
+        self.ctx.config = ends.config;
+        self.ctx.availability = ends.availability;
+        self.ctx.outbox_ready = ends.outbox_ready;
+        self.ctx.telemetry = ends.telemetry;
+        self.ctx.health = ends.health;
+        self.ctx.outbox_ready.notify_one();
+    }
+}
+
 /// Where the device's port is now: its `port` path (a by-id link is
 /// resolved by the open), or the tty its `usb` identity has at this moment,
 /// since an adapter may come back under another name.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio_serial::SerialStream;
 use tokio_util::codec::{Decoder, Encoder};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ use super::bus::Bus;
 use super::{open_port, port_path, Station};
 use crate::codec::{Frame, FrameCodec};
 use crate::device::core::{Action, Transmit};
+use crate::device::SessionEnds;
 use crate::mqtt::Backoff;
 use crate::store::StoreError;
 
@@ -48,10 +49,16 @@ pub struct PortTask {
     out: BytesMut,
     /// Told once the port has been opened or has failed its first open.
     first_open: Option<oneshot::Sender<()>>,
+    /// New MQTT sessions for the stations, after a reload.
+    sessions: mpsc::UnboundedReceiver<Vec<SessionEnds>>,
 }
 
 impl PortTask {
-    pub fn new(stations: Vec<Station>, first_open: oneshot::Sender<()>) -> PortTask {
+    pub fn new(
+        stations: Vec<Station>,
+        first_open: oneshot::Sender<()>,
+        sessions: mpsc::UnboundedReceiver<Vec<SessionEnds>>,
+    ) -> PortTask {
         let profile = stations[0].core.profile();
         let codec = FrameCodec::new(&profile.framing);
         let bus = (profile.link.mode == crate::profile::LinkMode::HostPolls)
@@ -63,6 +70,13 @@ impl PortTask {
             commits: FuturesUnordered::new(),
             out: BytesMut::new(),
             first_open: Some(first_open),
+            sessions,
+        }
+    }
+
+    fn take_sessions(&mut self, sessions: Vec<SessionEnds>) {
+        for (station, ends) in self.stations.iter_mut().zip(sessions) {
+            station.take_session(ends);
         }
     }
 
@@ -158,6 +172,10 @@ impl PortTask {
                 }
                 _ = sleep_until_opt(bus_due) => self.run_bus(&mut port).await,
                 _ = ticker.tick() => self.on_tick(Some(&mut port)).await,
+                Some(sessions) = self.sessions.recv() => {
+                    self.take_sessions(sessions);
+                    Ok(())
+                }
                 _ = shutdown.cancelled() => return Stop::Shutdown,
             };
             if let Err(e) = result {
@@ -185,6 +203,7 @@ impl PortTask {
                 _ = ticker.tick() => {
                     let _ = self.on_tick(None).await;
                 }
+                Some(sessions) = self.sessions.recv() => self.take_sessions(sessions),
             }
         }
     }
