@@ -16,7 +16,10 @@ use super::value::{duration, Secret};
 pub(crate) struct MqttSection {
     /// Broker URL: `mqtt://host:1883`, `mqtts://host:8883`, `ws://host:80/path`
     /// or `wss://host:443/path`. The port defaults to the scheme's usual one.
-    url: String,
+    /// A list is failover: each session connects to the first URL that
+    /// accepts it and moves on to the next one (round robin) after 3 failed
+    /// attempts in a row or 10 s without a connection.
+    url: Urls,
     /// User name sent to the broker, if it wants one.
     #[serde(default)]
     username: Option<String>,
@@ -46,6 +49,14 @@ pub(crate) struct MqttSection {
     tls: Option<TlsSection>,
 }
 
+/// One broker URL or a list of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, expecting = "a broker URL or a list of broker URLs")]
+pub(crate) enum Urls {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// TLS files; without `ca_file` the system's trusted roots are used.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,7 +74,8 @@ pub(crate) struct TlsSection {
 
 #[derive(Debug, Clone)]
 pub struct MqttConfig {
-    pub url: MqttUrl,
+    /// At least one; more for failover, in the order to try them.
+    pub urls: Vec<MqttUrl>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub keep_alive: Duration,
@@ -225,27 +237,45 @@ impl MqttUrl {
     }
 }
 
+/// The broker URLs, and whether all of them are valid (a placeholder
+/// stands in for a bad one so that the other checks still run).
+fn parse_urls(issues: &mut Issues, at: &YamlPath, urls: Urls) -> (Vec<MqttUrl>, bool) {
+    let (texts, listed) = match urls {
+        Urls::One(url) => (vec![url], false),
+        Urls::Many(urls) => (urls, true),
+    };
+    if texts.is_empty() {
+        issues.add(
+            at,
+            Invalid::Url("the list is empty; give at least one broker URL".into()),
+        );
+    }
+    let mut all_ok = !texts.is_empty();
+    let mut parsed = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let here = if listed { at.index(i) } else { at.clone() };
+        match MqttUrl::parse(text) {
+            Ok(url) => parsed.push(url),
+            Err(reason) => {
+                all_ok = false;
+                issues.add(&here, Invalid::Url(reason));
+            }
+        }
+    }
+    if parsed.is_empty() {
+        parsed.push(MqttUrl {
+            scheme: Scheme::Mqtt,
+            host: String::new(),
+            port: 1883,
+            path: String::new(),
+        });
+    }
+    (parsed, all_ok)
+}
+
 impl MqttSection {
     pub(crate) fn validate(self, issues: &mut Issues, at: &YamlPath, dir: &Path) -> MqttConfig {
-        let url_ok;
-        let url = match MqttUrl::parse(&self.url) {
-            Ok(u) => {
-                url_ok = true;
-                u
-            }
-            Err(reason) => {
-                url_ok = false;
-                issues.add(&at.key("url"), Invalid::Url(reason));
-                // Placeholder so the other checks can still run.
-                MqttUrl {
-                    scheme: Scheme::Mqtt,
-                    host: String::new(),
-                    port: 1883,
-                    path: String::new(),
-                }
-            }
-        };
-
+        let (urls, url_ok) = parse_urls(issues, &at.key("url"), self.url);
         let password_key = if self.password.is_some() {
             "password"
         } else {
@@ -299,7 +329,7 @@ impl MqttSection {
         };
 
         let tls = self.tls.map(|t| {
-            if url_ok && !url.scheme.is_tls() {
+            if url_ok && !urls.iter().any(|u| u.scheme.is_tls()) {
                 issues.add(&at.key("tls"), Invalid::TlsWithoutTlsUrl);
             }
             if t.cert_file.is_some() != t.key_file.is_some() {
@@ -318,7 +348,7 @@ impl MqttSection {
         });
 
         MqttConfig {
-            url,
+            urls,
             username: self.username,
             password,
             keep_alive,

@@ -42,10 +42,10 @@ fn minimal_config_gets_all_defaults() {
     let c = Config::load(&fixture("minimal.yaml")).unwrap();
     let dir = fixture("");
     assert_eq!(c.gateway.id, "gw-001");
-    assert_eq!(c.mqtt.url.scheme, Scheme::Mqtt);
-    assert_eq!(c.mqtt.url.host, "127.0.0.1");
-    assert_eq!(c.mqtt.url.port, 1883);
-    assert_eq!(c.mqtt.url.path, "");
+    assert_eq!(c.mqtt.urls[0].scheme, Scheme::Mqtt);
+    assert_eq!(c.mqtt.urls[0].host, "127.0.0.1");
+    assert_eq!(c.mqtt.urls[0].port, 1883);
+    assert_eq!(c.mqtt.urls[0].path, "");
     assert_eq!(c.mqtt.username, None);
     assert!(c.mqtt.password.is_none());
     assert_eq!(c.mqtt.keep_alive, Duration::from_secs(30));
@@ -84,8 +84,8 @@ fn example_config_loads() {
     std::fs::copy(&example, &path).unwrap();
     std::fs::write(tmp.path().join("mqtt.pass"), "s3cret-pw\n").unwrap();
     let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.mqtt.url.scheme, Scheme::Mqtts);
-    assert_eq!(c.mqtt.url.port, 8883);
+    assert_eq!(c.mqtt.urls[0].scheme, Scheme::Mqtts);
+    assert_eq!(c.mqtt.urls[0].port, 8883);
     assert_eq!(c.mqtt.password.as_ref().unwrap().expose(), "s3cret-pw");
     let tls = c.mqtt.tls.as_ref().unwrap();
     assert_eq!(
@@ -364,6 +364,19 @@ fn each_check_points_at_its_value() {
             "no host",
         ),
         (
+            minimal_with("  url:\n    - mqtt://a\n    - mqtt://b:0x\n", port, "")
+                .replace("  url: mqtt://127.0.0.1\n", ""),
+            6,
+            7,
+            "not a port",
+        ),
+        (
+            minimal_with("  url: []\n", port, "").replace("  url: mqtt://127.0.0.1\n", ""),
+            4,
+            8,
+            "the list is empty",
+        ),
+        (
             minimal_with("", "    port: /p\n    link_timeout: 0ms\n", ""),
             11,
             19,
@@ -434,6 +447,19 @@ fn missing_config_file() {
     assert!(e
         .to_string()
         .starts_with("/nonexistent/vendgate.yaml: cannot read"));
+}
+
+#[test]
+fn a_list_of_urls_is_failover_in_order() {
+    let text = minimal_with(
+        "  url: [mqtt://a:1884, \"mqtts://b\"]\n",
+        "    port: /p\n",
+        "",
+    )
+    .replace("  url: mqtt://127.0.0.1\n", "");
+    let c = Config::from_str(&text, Path::new("/etc/vendgate/config.yaml")).expect("valid");
+    let urls: Vec<String> = c.mqtt.urls.iter().map(|u| u.to_string()).collect();
+    assert_eq!(urls, ["mqtt://a:1884", "mqtts://b:8883"]);
 }
 
 #[test]

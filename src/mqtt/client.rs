@@ -192,6 +192,17 @@ impl EventLoop {
         }
     }
 
+    /// Connects to another broker from the next attempt on (failover). The
+    /// versions always match: every broker of a session gets one config.
+    pub(super) fn set_options(&mut self, options: super::options::Options) {
+        use super::options::Options;
+        match (self, options) {
+            (EventLoop::V4(eventloop), Options::V4(options)) => eventloop.mqtt_options = *options,
+            (EventLoop::V5(eventloop), Options::V5(options)) => eventloop.options = *options,
+            _ => {}
+        }
+    }
+
     /// Forgets everything rumqttc still holds: the outbox publishes again
     /// whatever was not acknowledged, and rumqttc's copies would only be
     /// duplicates with unknown packet ids.

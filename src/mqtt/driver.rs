@@ -9,15 +9,23 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::client::{ConnectionError, Event, EventLoop, Inbound};
+use super::options::Brokers;
 use super::{Backoff, DriverEvent, SessionCounters};
 
 /// How long a connection must have lasted for the next reconnect to start
 /// again from the shortest delay.
 const STABLE: Duration = Duration::from_secs(10);
 
+/// Failover (DESIGN §3): a session moves on to the next broker after this
+/// many failed attempts in a row to restore its connection ...
+const FAILOVER_ATTEMPTS: u32 = 3;
+/// ... or after this long without one.
+const FAILOVER_AFTER: Duration = Duration::from_secs(10);
+
 pub(super) async fn run(
     name: String,
     mut eventloop: EventLoop,
+    mut brokers: Brokers,
     counters: Arc<SessionCounters>,
     events: mpsc::UnboundedSender<DriverEvent>,
     commands: Option<mpsc::Sender<Inbound>>,
@@ -33,6 +41,7 @@ pub(super) async fn run(
     };
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut last_error = String::new();
+    let mut failing = Failing::default();
     loop {
         let connected = driver.connected_at.is_some();
         let event = tokio::select! {
@@ -45,6 +54,10 @@ pub(super) async fn run(
             Ok(event) => {
                 if let Event::ConnAck { .. } = event {
                     last_error.clear();
+                    failing = Failing::default();
+                    if brokers.several() {
+                        info!(session = %driver.name, broker = %brokers.url(), "connected to this broker of mqtt.url");
+                    }
                 }
                 if !driver.on_event(event).await {
                     return;
@@ -68,6 +81,7 @@ pub(super) async fn run(
         // that accepts and then drops the session at once (a client id
         // taken over by another gateway, Mosquitto refusing a publish) must
         // not be hammered every 200 ms.
+        let lost = driver.connected_at.is_some();
         if let Some(at) = driver.connected_at.take() {
             if at.elapsed() >= STABLE {
                 backoff.reset();
@@ -86,11 +100,45 @@ pub(super) async fn run(
             last_error = message;
         }
         eventloop.discard_pending();
+        if lost {
+            // The connection broke: from now on, attempts to restore it.
+            failing = Failing::since(Instant::now());
+        } else if brokers.several() && failing.failed() {
+            let from = brokers.url().to_owned();
+            eventloop.set_options(brokers.next());
+            warn!(session = %driver.name, %from, to = %brokers.url(), "moving to the next broker of mqtt.url");
+            failing = Failing::default();
+            last_error.clear();
+            backoff.reset();
+        }
         let delay = backoff.next_delay();
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Failed attempts to (re)connect to the broker in use since it last worked.
+#[derive(Default)]
+struct Failing {
+    attempts: u32,
+    since: Option<Instant>,
+}
+
+impl Failing {
+    fn since(at: Instant) -> Failing {
+        Failing {
+            attempts: 0,
+            since: Some(at),
+        }
+    }
+
+    /// Counts one more failed attempt; true when it is time to move on.
+    fn failed(&mut self) -> bool {
+        self.attempts += 1;
+        let since = *self.since.get_or_insert_with(Instant::now);
+        self.attempts >= FAILOVER_ATTEMPTS || since.elapsed() >= FAILOVER_AFTER
     }
 }
 

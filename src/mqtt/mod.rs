@@ -203,7 +203,7 @@ pub fn spawn_session(
     heartbeat: crate::systemd::Heartbeat,
     shutdown: CancellationToken,
 ) -> SessionHandle {
-    let (client, eventloop) = options::session_client(config, connection, &spec, will);
+    let (client, eventloop, brokers) = options::session_client(config, connection, &spec, will);
     let (events_tx, events_rx) = mpsc::unbounded_channel();
     let (commands_tx, commands_rx) = mpsc::channel(1024);
     let (telemetry_tx, telemetry_rx) = mpsc::channel(256);
@@ -214,6 +214,7 @@ pub fn spawn_session(
     let driver = tokio::spawn(driver::run(
         spec.name.clone(),
         eventloop,
+        brokers,
         counters.clone(),
         events_tx,
         spec.subscribe.is_some().then_some(commands_tx),

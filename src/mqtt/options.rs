@@ -33,11 +33,18 @@ pub enum OptionsError {
     },
 }
 
-/// How every session reaches the broker. Built once per run: the TLS files
+/// How every session reaches the brokers. Built once per run: the TLS files
 /// and the system's roots are read at start, so a bad file is a start error
 /// (exit code 2) rather than a connection that fails forever.
 #[derive(Clone)]
 pub struct Connection {
+    /// One per `mqtt.url`, in the order to try them.
+    targets: Vec<Target>,
+}
+
+/// One broker address.
+#[derive(Clone)]
+struct Target {
     transport: Transport,
     /// What rumqttc takes as the broker address: the host for TCP and TLS
     /// (also the name the server certificate is checked against), the whole
@@ -45,33 +52,40 @@ pub struct Connection {
     /// for wss:// the name to check).
     broker_addr: String,
     port: u16,
+    /// For the logs: the URL as `MqttUrl` displays it.
+    url: String,
 }
 
 impl Connection {
     pub fn from_config(config: &Config) -> Result<Connection, OptionsError> {
-        let url = &config.mqtt.url;
-        let tls = || -> Result<TlsConfiguration, OptionsError> {
-            let cfg = client_config(url.scheme, config.mqtt.tls.as_ref())?;
-            Ok(TlsConfiguration::Rustls(Arc::new(cfg)))
-        };
-        let transport = match url.scheme {
-            Scheme::Mqtt => Transport::Tcp,
-            Scheme::Mqtts => Transport::tls_with_config(tls()?),
-            Scheme::Ws => Transport::Ws,
-            Scheme::Wss => Transport::wss_with_config(tls()?),
-        };
-        let broker_addr = if url.scheme.is_websocket() {
-            // `MqttUrl`'s Display is `scheme://host:port/path`, with IPv6
-            // hosts in brackets, which is what rumqttc's websocket code parses.
-            url.to_string()
-        } else {
-            url.host.clone()
-        };
-        Ok(Connection {
-            transport,
-            broker_addr,
-            port: url.port,
-        })
+        let mut targets = Vec::new();
+        for url in &config.mqtt.urls {
+            // The same `mqtt.tls` files for every TLS URL of the list.
+            let tls = || -> Result<TlsConfiguration, OptionsError> {
+                let cfg = client_config(url.scheme, config.mqtt.tls.as_ref())?;
+                Ok(TlsConfiguration::Rustls(Arc::new(cfg)))
+            };
+            let transport = match url.scheme {
+                Scheme::Mqtt => Transport::Tcp,
+                Scheme::Mqtts => Transport::tls_with_config(tls()?),
+                Scheme::Ws => Transport::Ws,
+                Scheme::Wss => Transport::wss_with_config(tls()?),
+            };
+            let broker_addr = if url.scheme.is_websocket() {
+                // `MqttUrl`'s Display is `scheme://host:port/path`, with IPv6
+                // hosts in brackets, which is what rumqttc's websocket code parses.
+                url.to_string()
+            } else {
+                url.host.clone()
+            };
+            targets.push(Target {
+                transport,
+                broker_addr,
+                port: url.port,
+                url: url.to_string(),
+            });
+        }
+        Ok(Connection { targets })
     }
 }
 
@@ -198,16 +212,81 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, OptionsError> {
     })
 }
 
-/// The client and event loop of one session, in the configured protocol
-/// version: its client id, the will on its status topic (retained, QoS 1,
-/// DESIGN §4 Availability), credentials, and limits chosen around
-/// rumqttc's defaults (see `mod.rs`).
+/// rumqttc's options for one broker, in the configured protocol version.
+#[derive(Clone)]
+pub(super) enum Options {
+    V4(Box<rumqttc::MqttOptions>),
+    V5(Box<v5::MqttOptions>),
+}
+
+/// A session's brokers (`mqtt.url`, DESIGN §3): the options for each, and
+/// which one is in use. The driver moves on when the one in use fails.
+pub(super) struct Brokers {
+    options: Vec<Options>,
+    urls: Vec<String>,
+    current: usize,
+}
+
+impl Brokers {
+    /// More than one broker to fail over to.
+    pub fn several(&self) -> bool {
+        self.options.len() > 1
+    }
+
+    /// The URL in use, for the logs.
+    pub fn url(&self) -> &str {
+        self.urls.get(self.current).map_or("", String::as_str)
+    }
+
+    /// The next broker, round robin: its options for the event loop.
+    pub fn next(&mut self) -> Options {
+        self.current = (self.current + 1) % self.options.len().max(1);
+        self.options[self.current].clone()
+    }
+}
+
+/// The client and event loop of one session (connecting to the first
+/// broker) and its brokers.
 pub(super) fn session_client(
     config: &Config,
     connection: &Connection,
     spec: &SessionSpec,
     will: String,
-) -> (Client, EventLoop) {
+) -> (Client, EventLoop, Brokers) {
+    let options: Vec<Options> = connection
+        .targets
+        .iter()
+        .map(|target| options_for(config, target, spec, will.clone()))
+        .collect();
+    let (client, eventloop) = match options.first().cloned() {
+        Some(Options::V4(first)) => {
+            let (client, eventloop) = rumqttc::AsyncClient::new(*first, REQUEST_CAPACITY);
+            (Client::V4(client), EventLoop::V4(Box::new(eventloop)))
+        }
+        Some(Options::V5(first)) => {
+            let (client, eventloop) = v5::AsyncClient::new(*first, REQUEST_CAPACITY);
+            (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
+        }
+        // The config has at least one URL; a session without is unreachable.
+        None => {
+            let first = rumqttc::MqttOptions::new(spec.client_id.clone(), "", 1883);
+            let (client, eventloop) = rumqttc::AsyncClient::new(first, REQUEST_CAPACITY);
+            (Client::V4(client), EventLoop::V4(Box::new(eventloop)))
+        }
+    };
+    let urls = connection.targets.iter().map(|t| t.url.clone()).collect();
+    let brokers = Brokers {
+        options,
+        urls,
+        current: 0,
+    };
+    (client, eventloop, brokers)
+}
+
+/// One session's options for one broker: its client id, the will on its
+/// status topic (retained, QoS 1, DESIGN §4 Availability), credentials,
+/// and limits chosen around rumqttc's defaults (see `mod.rs`).
+fn options_for(config: &Config, target: &Target, spec: &SessionSpec, will: String) -> Options {
     let credentials = config.mqtt.username.as_ref().map(|user| {
         let password = config.mqtt.password.as_ref().map(|p| p.expose().to_owned());
         (user.clone(), password.unwrap_or_default())
@@ -216,11 +295,11 @@ pub(super) fn session_client(
         MqttVersion::V3 => {
             let mut options = rumqttc::MqttOptions::new(
                 spec.client_id.clone(),
-                connection.broker_addr.clone(),
-                connection.port,
+                target.broker_addr.clone(),
+                target.port,
             );
             options
-                .set_transport(connection.transport.clone())
+                .set_transport(target.transport.clone())
                 .set_keep_alive(config.mqtt.keep_alive)
                 // A clean session: commands sent while the gateway is away
                 // are not queued by the broker and executed late (the will
@@ -239,17 +318,16 @@ pub(super) fn session_client(
             if let Some((user, password)) = credentials {
                 options.set_credentials(user, password);
             }
-            let (client, eventloop) = rumqttc::AsyncClient::new(options, REQUEST_CAPACITY);
-            (Client::V4(client), EventLoop::V4(Box::new(eventloop)))
+            Options::V4(Box::new(options))
         }
         MqttVersion::V5 => {
             let mut options = v5::MqttOptions::new(
                 spec.client_id.clone(),
-                connection.broker_addr.clone(),
-                connection.port,
+                target.broker_addr.clone(),
+                target.port,
             );
             options
-                .set_transport(connection.transport.clone())
+                .set_transport(target.transport.clone())
                 .set_keep_alive(config.mqtt.keep_alive)
                 // Clean start with the default session expiry (0): the same
                 // clean session as under 3.1.1, for the same reasons.
@@ -269,8 +347,7 @@ pub(super) fn session_client(
             if let Some((user, password)) = credentials {
                 options.set_credentials(user, password);
             }
-            let (client, eventloop) = v5::AsyncClient::new(options, REQUEST_CAPACITY);
-            (Client::V5(client), EventLoop::V5(Box::new(eventloop)))
+            Options::V5(Box::new(options))
         }
     }
 }
