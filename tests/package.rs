@@ -150,18 +150,11 @@ fn the_built_package_holds_the_installed_layout() {
     }
     let out_dir = tempfile::tempdir().expect("tempdir");
     // The packaging script as documented, on the binary the tests use
-    // (`--profile dev --no-build`): the release build takes minutes and
-    // changes nothing in the layout.
+    // (VENDGATE_DEB_PROFILE=dev, --no-build): the board build takes minutes
+    // and changes nothing in the layout.
     let out = Command::new(repo().join("packaging/deb.sh"))
-        .args([
-            "",
-            "--profile",
-            "dev",
-            "--no-build",
-            "--fast",
-            "--quiet",
-            "-o",
-        ])
+        .env("VENDGATE_DEB_PROFILE", "dev")
+        .args(["", "--no-build", "--fast", "--quiet", "-o"])
         .arg(out_dir.path())
         .output()
         .expect("packaging/deb.sh");
@@ -196,6 +189,7 @@ fn the_built_package_holds_the_installed_layout() {
     }
     let info = dpkg_deb(&deb, "-I");
     assert!(info.contains("Package: vendgate"), "{info}");
+    assert!(info.contains("libc6 (>= 2.36)"), "DT_RELR needs glibc 2.36: {info}");
     let control = tempfile::tempdir().expect("tempdir");
     let status = Command::new("dpkg-deb")
         .arg("-e")

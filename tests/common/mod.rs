@@ -20,6 +20,15 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The gateway binary under test: the one cargo built, or the one
+/// `VENDGATE_TEST_BIN` names (e.g. the board build, to run the end-to-end
+/// suite against exactly what ships: README "Development").
+pub fn binary() -> PathBuf {
+    std::env::var_os("VENDGATE_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vendgate")))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -316,7 +325,7 @@ impl Gateway {
             .append(true)
             .open(&self.log)
             .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_vendgate"))
+        let child = Command::new(binary())
             .arg("run")
             .arg("-c")
             .arg(&self.config)
