@@ -742,7 +742,7 @@ fn print_extras(rounds: &[Round], x: &Extras, events: u32) {
 }
 
 fn print_machine(python: &str, broker: &Broker) {
-    let bin = env!("CARGO_BIN_EXE_vendgate");
+    let bin = common::binary();
     let size = std::fs::metadata(bin)
         .map(|m| m.len().to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
