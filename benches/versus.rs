@@ -742,8 +742,9 @@ fn print_extras(rounds: &[Round], x: &Extras, events: u32) {
 }
 
 fn print_machine(python: &str, broker: &Broker) {
-    let bin = common::binary();
-    let size = std::fs::metadata(bin)
+    let path = common::binary();
+    let bin = path.display();
+    let size = std::fs::metadata(&path)
         .map(|m| m.len().to_string())
         .unwrap_or_else(|e| format!("unknown ({e})"));
     println!();

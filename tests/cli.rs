@@ -43,6 +43,37 @@ fn check_accepts_a_valid_config_and_its_profile() {
 }
 
 #[test]
+fn a_broken_test_vector_of_the_profile_fails_check_at_its_line() {
+    let dir = setup(VALID);
+    let profile = dir.path().join("device-profiles/vmc-upper-computer.yaml");
+    let text = std::fs::read_to_string(&profile).expect("profile");
+    // The protocol page's money frame, with the amount the vector expects changed.
+    let broken = text.replace(
+        "fields: {mode: coin, amount: 100}",
+        "fields: {mode: coin, amount: 101}",
+    );
+    assert_ne!(broken, text, "the shipped profile carries the money vector");
+    write_file(&profile, &broken);
+    let line = broken
+        .lines()
+        .position(|l| l.contains("frame: FA FB 21 06 07"))
+        .expect("the vector")
+        + 1;
+    let config = dir.path().join("config.yaml");
+    let out = vendgate(&["check", "-c", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("{}:{line}:", profile.display())),
+        "{err}"
+    );
+    assert!(
+        err.contains("test vector fails") && err.contains("\"amount\":100"),
+        "{err}"
+    );
+}
+
+#[test]
 fn check_names_line_and_column_of_a_config_mistake() {
     let dir = setup(&VALID.replace(
         "  url: mqtt://127.0.0.1\n",

@@ -189,7 +189,10 @@ fn the_built_package_holds_the_installed_layout() {
     }
     let info = dpkg_deb(&deb, "-I");
     assert!(info.contains("Package: vendgate"), "{info}");
-    assert!(info.contains("libc6 (>= 2.36)"), "DT_RELR needs glibc 2.36: {info}");
+    assert!(
+        info.contains("libc6 (>= 2.36)"),
+        "DT_RELR needs glibc 2.36: {info}"
+    );
     let control = tempfile::tempdir().expect("tempdir");
     let status = Command::new("dpkg-deb")
         .arg("-e")

@@ -14,24 +14,6 @@ use vendgate::sim::Script;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-fn hangup(gateway: &Gateway) {
-    let status = Command::new("kill")
-        .arg("-HUP")
-        .arg(gateway.pid().to_string())
-        .status()
-        .expect("kill -HUP");
-    assert!(status.success());
-}
-
-/// Mosquitto's "New client connected ... as ID" lines for `client_id`.
-fn connects(broker: &Broker, client_id: &str) -> usize {
-    let log = std::fs::read_to_string(broker.log_path()).unwrap_or_default();
-    let needle = format!(" as {client_id} ");
-    log.lines()
-        .filter(|l| l.contains("New client connected") && l.contains(&needle))
-        .count()
-}
-
 fn sha256sum(path: &std::path::Path) -> String {
     let out = Command::new("sha256sum")
         .arg(path)
@@ -122,7 +104,7 @@ async fn a_reload_restarts_only_what_changed_and_a_broken_config_changes_nothing
         "    link_timeout: 900ms\n",
     );
     write_file(&gateway.config, &second);
-    hangup(&gateway);
+    gateway.hangup();
     client.expect_status("vm-c", "offline", SECS(10)).await;
     client.expect_status("vm-b", "offline", SECS(10)).await;
     client.expect_status("vm-b", "online", SECS(10)).await;
@@ -142,12 +124,12 @@ async fn a_reload_restarts_only_what_changed_and_a_broken_config_changes_nothing
         a_statuses.iter().all(|m| m.payload == "online"),
         "vm-a never went offline: {a_statuses:?}"
     );
-    assert_eq!(connects(&broker, "vm-a"), 1, "vm-a kept its session");
-    assert_eq!(connects(&broker, "vm-b"), 2, "vm-b was restarted");
-    assert_eq!(connects(&broker, "vm-c"), 1);
-    assert_eq!(connects(&broker, "vm-d"), 1);
+    assert_eq!(broker.connects("vm-a"), 1, "vm-a kept its session");
+    assert_eq!(broker.connects("vm-b"), 2, "vm-b was restarted");
+    assert_eq!(broker.connects("vm-c"), 1);
+    assert_eq!(broker.connects("vm-d"), 1);
     assert_eq!(
-        connects(&broker, "gw-test"),
+        broker.connects("gw-test"),
         1,
         "the gateway session was not touched"
     );
@@ -183,7 +165,7 @@ async fn a_reload_restarts_only_what_changed_and_a_broken_config_changes_nothing
         "    link_timeout: 900ms\n    parity: odd\n",
     );
     write_file(&gateway.config, &broken);
-    hangup(&gateway);
+    gateway.hangup();
     let quiet = client.drain(SECS(3)).await;
     let statuses: BTreeSet<String> = quiet
         .iter()
@@ -202,7 +184,7 @@ async fn a_reload_restarts_only_what_changed_and_a_broken_config_changes_nothing
     assert!(log.contains(&at), "the error names {at}: {log}");
     for machine in ["vm-a", "vm-b", "vm-d"] {
         assert_eq!(
-            connects(&broker, machine),
+            broker.connects(machine),
             if machine == "vm-b" { 2 } else { 1 },
             "{machine} untouched by the refused reload"
         );
@@ -255,7 +237,7 @@ async fn a_change_to_topics_and_payloads_restarts_the_sessions_but_no_serial_por
         "{first}topics:\n  event: \"{{prefix}}/{{machine}}/ev/{{name}}\"\nstatus_payloads:\n  online: up\n"
     );
     write_file(&gateway.config, &second);
-    hangup(&gateway);
+    gateway.hangup();
     client.expect_status("vm-a", "up", SECS(10)).await;
     client
         .expect(SECS(10), "the gateway's new status", |m| {
@@ -272,11 +254,11 @@ async fn a_change_to_topics_and_payloads_restarts_the_sessions_but_no_serial_por
         .await;
     assert_eq!(event.json()["seq"], 4, "no seq gap, none reused");
     assert_eq!(
-        connects(&broker, "vm-a"),
+        broker.connects("vm-a"),
         2,
         "the machine's session restarted"
     );
-    assert_eq!(connects(&broker, "gw-test"), 2, "and the gateway's");
+    assert_eq!(broker.connects("gw-test"), 2, "and the gateway's");
     assert_eq!(
         port_opens(&gateway, "vm-a"),
         1,

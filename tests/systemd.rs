@@ -164,12 +164,7 @@ async fn a_reload_is_bracketed_by_reloading_and_ready() {
         ),
     ] {
         write_file(&gateway.config, &text);
-        let status = std::process::Command::new("kill")
-            .arg("-HUP")
-            .arg(gateway.pid().to_string())
-            .status()
-            .expect("kill -HUP");
-        assert!(status.success());
+        gateway.hangup();
         let messages = notify.collect(Duration::from_secs(2));
         let reloading = messages
             .iter()

@@ -25,6 +25,15 @@ pub fn check(path: &Path) -> i32 {
     for name in &names {
         match Profile::resolve(&config.profiles_dir, name) {
             Ok(profile) => {
+                // The profile's own test vectors (`tests:`), each failure
+                // at its line.
+                for (line, column, why) in profile.run_tests() {
+                    eprintln!(
+                        "{}:{line}:{column}: test vector fails: {why}",
+                        profile.path.display()
+                    );
+                    valid = false;
+                }
                 profiles.insert(name.to_string(), std::sync::Arc::new(profile));
             }
             Err(e) => {

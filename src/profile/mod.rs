@@ -12,6 +12,7 @@ pub mod schema;
 mod script;
 #[cfg(test)]
 mod tests;
+mod vectors;
 #[cfg(test)]
 mod vmc_tests;
 
@@ -46,6 +47,8 @@ pub struct Profile {
     commands: Vec<Command>,
     /// The device side for `vendgate simulate`, the demo and tests.
     pub simulator: Script,
+    /// The profile's own test vectors, run by `vendgate check`.
+    tests: Vec<vectors::Vector>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,7 +145,7 @@ impl Profile {
     pub fn from_str(text: &str, path: &Path) -> Result<Profile, ProfileError> {
         let def: schema::ProfileDef =
             serde_yaml::from_str(text).map_err(|e| error::from_yaml(path, &e))?;
-        compile_profile(&def, path).map_err(|e| {
+        let mut profile = compile_profile(&def, path).map_err(|e| {
             let (line, column) = error::locate(text, &e.path);
             ProfileError::At {
                 path: path.to_path_buf(),
@@ -150,7 +153,11 @@ impl Profile {
                 column,
                 message: e.message,
             }
-        })
+        })?;
+        for (i, vector) in profile.tests.iter_mut().enumerate() {
+            (vector.line, vector.column) = error::locate(text, &["tests".into(), i.into()]);
+        }
+        Ok(profile)
     }
 
     pub fn message_for(&self, code: &FrameCode) -> Option<&Message> {
@@ -304,6 +311,7 @@ fn compile_profile(def: &schema::ProfileDef, path: &Path) -> Sem<Profile> {
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default()
     });
+    let tests = vectors::compile(&def.tests, &messages, &commands)?;
     Ok(Profile {
         name,
         path: path.to_path_buf(),
@@ -317,6 +325,7 @@ fn compile_profile(def: &schema::ProfileDef, path: &Path) -> Sem<Profile> {
         link,
         messages,
         commands,
+        tests,
         simulator,
     })
 }

@@ -29,6 +29,10 @@ pub struct ProfileDef {
     /// the gateway itself ignores it.
     #[serde(default)]
     pub simulator: Option<super::Script>,
+    /// Test vectors (`profile/vectors.rs`): frames with the fields they
+    /// decode to or the arguments they encode from; `vendgate check` runs them.
+    #[serde(default)]
+    pub tests: Vec<super::vectors::VectorDef>,
 }
 
 #[derive(Debug, Deserialize)]

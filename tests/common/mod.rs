@@ -167,6 +167,16 @@ impl Broker {
         self.dir.path().join("mosquitto.log")
     }
 
+    /// How often a client `client_id` connected, from Mosquitto's log
+    /// ("New client connected ... as ID"): who kept a session and who did not.
+    pub fn connects(&self, client_id: &str) -> usize {
+        let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+        let needle = format!(" as {client_id} ");
+        log.lines()
+            .filter(|l| l.contains("New client connected") && l.contains(&needle))
+            .count()
+    }
+
     /// The ACL file of a broker made by `with_auth` with an ACL: rewrite it,
     /// then `reload`.
     pub fn acl_path(&self) -> PathBuf {
@@ -337,6 +347,16 @@ impl Gateway {
             .spawn()
             .expect("start vendgate");
         self.child = Some(child);
+    }
+
+    /// SIGHUP: `systemctl reload`.
+    pub fn hangup(&self) {
+        let status = Command::new("kill")
+            .arg("-HUP")
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success(), "kill -HUP vendgate: {status}");
     }
 
     pub fn pid(&self) -> u32 {
