@@ -4,6 +4,7 @@
 //! walks through them in order.
 
 pub mod broker;
+pub mod capture;
 pub mod cli;
 pub mod codec;
 pub mod command;

@@ -75,7 +75,7 @@ pub async fn demo(port: u16, profiles_dir: &Path) -> i32 {
     };
     let started = Setup::new(config, &config_text)
         .map_err(|e| e.to_string())
-        .and_then(|setup| Gateway::start(setup).map_err(|e| e.to_string()));
+        .and_then(|setup| Gateway::start(setup, None).map_err(|e| e.to_string()));
     let gateway = match started {
         Ok(gateway) => gateway,
         Err(e) => {

@@ -55,6 +55,10 @@ pub enum Command {
         /// Serve the health counters as Prometheus text at http://ADDR/metrics (off by default).
         #[arg(long, value_name = "ADDR")]
         metrics_listen: Option<std::net::SocketAddr>,
+        /// Record each device's serial line (both directions, with times) into DIR,
+        /// as the capture files `vendgate replay` reads; rotated at 16 MiB, last 4 kept.
+        #[arg(long, value_name = "DIR")]
+        capture: Option<PathBuf>,
     },
     /// Validate the config and every profile it uses, without opening ports or the network.
     Check {
@@ -126,7 +130,8 @@ pub fn main() -> i32 {
             Command::Run {
                 config,
                 metrics_listen,
-            } => run::run(&config, metrics_listen).await,
+                capture,
+            } => run::run(&config, metrics_listen, capture).await,
             Command::Check { config } => check::check(&config),
             Command::Demo { port, profiles_dir } => demo::demo(port, &profiles_dir).await,
             Command::Simulate {

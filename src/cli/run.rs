@@ -1,7 +1,7 @@
 //! `vendgate run -c FILE [--metrics-listen ADDR]`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -11,7 +11,7 @@ use super::{shutdown_signal, EXIT_CONFIG, EXIT_FATAL};
 use crate::gateway::{Gateway, Setup};
 use crate::health;
 
-pub async fn run(path: &Path, metrics_listen: Option<SocketAddr>) -> i32 {
+pub async fn run(path: &Path, metrics_listen: Option<SocketAddr>, capture: Option<PathBuf>) -> i32 {
     // Taken over before anything starts: SIGHUP's default action would end
     // the process, and `systemctl reload` may come at any time.
     let mut hangup = match signal(SignalKind::hangup()) {
@@ -42,7 +42,15 @@ pub async fn run(path: &Path, metrics_listen: Option<SocketAddr>) -> i32 {
         },
         None => None,
     };
-    let mut gateway = match Gateway::start(setup) {
+    // A capture folder that cannot be made is fatal, like an unbindable
+    // metrics address: the operator asked for it.
+    if let Some(dir) = &capture {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            error!("cannot create the capture folder {}: {e}", dir.display());
+            return EXIT_FATAL;
+        }
+    }
+    let mut gateway = match Gateway::start(setup, capture) {
         Ok(gateway) => gateway,
         Err(e) => {
             error!("cannot start: {e}");

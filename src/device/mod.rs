@@ -39,6 +39,8 @@ pub struct DeviceContext {
     pub heartbeat: crate::systemd::Heartbeat,
     /// The machine's health counters.
     pub health: Arc<MachineHealth>,
+    /// `run --capture`: what crosses the line goes here too.
+    pub capture: Option<crate::capture::Capture>,
 }
 
 /// A machine's new MQTT session, for its running port task: a reload that

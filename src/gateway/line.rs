@@ -7,10 +7,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
 use super::setup::Setup;
 use super::Shared;
+use crate::capture::{Capture, Header};
 use crate::command::Router;
 use crate::config::{Config, DeviceConfig, TopicVars, TopicsConfig};
 use crate::device::{self, DeviceContext, SessionEnds};
@@ -103,6 +104,7 @@ impl Line {
                 commands,
                 heartbeat: shared.liveness.register(format!("device {}", device.id)),
                 health: ends.health,
+                capture: start_capture(shared, device, &profile_name(setup, device)),
             });
         }
         let (tell, first_open) = oneshot::channel();
@@ -235,6 +237,32 @@ impl Sessions {
             task.abort();
         }
     }
+}
+
+/// The profile's name for a capture header.
+fn profile_name(setup: &Setup, device: &DeviceConfig) -> (String, u32) {
+    match setup.profiles.get(&device.profile) {
+        Some(p) => (p.name.clone(), device.baud.unwrap_or(p.serial.baud)),
+        None => (device.profile.clone(), device.baud.unwrap_or(0)),
+    }
+}
+
+/// The device's capture, with `run --capture`. One that cannot start is
+/// logged: the gateway runs on without it rather than not at all.
+fn start_capture(
+    shared: &Shared,
+    device: &DeviceConfig,
+    (profile, baud): &(String, u32),
+) -> Option<Capture> {
+    let dir = shared.capture.as_ref()?;
+    let header = Header {
+        profile: profile.clone(),
+        machine: device.id.clone(),
+        baud: *baud,
+    };
+    Capture::start(dir, header)
+        .map_err(|e| error!(machine = %device.id, dir = %dir.display(), error = %e, "cannot start the capture"))
+        .ok()
 }
 
 /// Waits for `tasks` at most `limit`.

@@ -12,7 +12,7 @@ mod line;
 mod setup;
 mod status;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ pub struct Shared {
     pub health: Arc<Health>,
     /// Cancels every unit; each unit stops on a child of it.
     pub shutdown: CancellationToken,
+    /// `run --capture DIR`: each device's line is recorded there.
+    pub capture: Option<PathBuf>,
 }
 
 /// The gateway's own session and its health report.
@@ -79,7 +81,9 @@ fn loaded(setup: &Setup) -> health::Loaded {
 }
 
 impl Gateway {
-    pub fn start(setup: Setup) -> Result<Gateway, StoreError> {
+    /// Starts every line and session of `setup`; with `capture`, each
+    /// device's line is recorded into that folder (DESIGN §8).
+    pub fn start(setup: Setup, capture: Option<PathBuf>) -> Result<Gateway, StoreError> {
         let config = &setup.config;
         let store = Store::open(
             &config.store.path,
@@ -101,6 +105,7 @@ impl Gateway {
             liveness: Arc::new(Liveness::default()),
             health: health.clone(),
             shutdown: shutdown.clone(),
+            capture,
         };
         let own = start_own(&setup, &shared);
         let mut lines = Vec::new();

@@ -121,6 +121,8 @@ pub struct MachineHealth {
     retransmissions: AtomicU64,
     unexpected_frames: AtomicU64,
     error_answers: AtomicU64,
+    /// Capture chunks dropped because the capture writer was behind.
+    capture_dropped: AtomicU64,
     /// Interface programs that failed for this machine (owned by the
     /// interface, which counts them).
     interface_errors: Arc<AtomicU64>,
@@ -147,6 +149,7 @@ impl MachineHealth {
             retransmissions: AtomicU64::new(0),
             unexpected_frames: AtomicU64::new(0),
             error_answers: AtomicU64::new(0),
+            capture_dropped: AtomicU64::new(0),
             interface_errors,
             poll_latency: Histogram::default(),
             mqtt,
@@ -171,6 +174,11 @@ impl MachineHealth {
     }
 
     /// A valid frame routed to this device.
+    /// A chunk the capture writer could not take (`run --capture`).
+    pub fn capture_dropped(&self) {
+        self.capture_dropped.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn frame_in(&self) {
         self.frames_in.fetch_add(1, Ordering::Relaxed);
     }
@@ -323,6 +331,7 @@ impl Health {
                 unexpected_frames: m.unexpected_frames.load(Ordering::Relaxed),
                 error_answers: m.error_answers.load(Ordering::Relaxed),
                 interface_errors: m.interface_errors.load(Ordering::Relaxed),
+                capture_dropped: m.capture_dropped.load(Ordering::Relaxed),
                 poll_latency: m.poll_latency.snapshot(),
                 // A store that cannot be read is reported by the device task
                 // and the sender; here it only makes the depth unknown.
@@ -372,6 +381,8 @@ pub struct MachineSnapshot {
     pub error_answers: u64,
     /// Interface programs that failed for this machine's messages.
     pub interface_errors: u64,
+    /// Capture chunks dropped (`run --capture` writer behind).
+    pub capture_dropped: u64,
     pub poll_latency: HistogramSnapshot,
     /// Items in the machine's outbox; `None` if the store could not be read.
     pub outbox_depth: Option<u64>,

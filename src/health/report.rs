@@ -51,6 +51,7 @@ pub fn render_json(s: &Snapshot) -> Value {
                 "unexpected_frames": m.unexpected_frames,
                 "error_answers": m.error_answers,
                 "interface_errors": m.interface_errors,
+                "capture_dropped": m.capture_dropped,
                 "polls_answered": m.poll_latency.count(),
                 "poll_latency_us": {
                     "p50": m.poll_latency.quantile_us(0.5),

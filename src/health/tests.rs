@@ -99,6 +99,7 @@ fn snapshot() -> Snapshot {
             unexpected_frames: 0,
             error_answers: 0,
             interface_errors: 0,
+            capture_dropped: 0,
             poll_latency: h.snapshot(),
             outbox_depth: Some(4),
             mqtt_reconnects: 5,

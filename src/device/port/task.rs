@@ -20,6 +20,7 @@ use tracing::{info, warn};
 
 use super::bus::Bus;
 use super::{open_port, port_path, Station};
+use crate::capture::Dir;
 use crate::codec::{Frame, FrameCodec};
 use crate::device::core::{Action, Transmit};
 use crate::device::SessionEnds;
@@ -145,7 +146,8 @@ impl PortTask {
                 read = port.read_buf(&mut buf) => match read {
                     // A USB adapter that was unplugged reads EOF: reopen, do not spin.
                     Ok(0) => return Stop::PortLost("end of file".into()),
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.capture(Dir::Rx, &buf[buf.len().saturating_sub(n)..]);
                         last_byte = Instant::now();
                         if let Some(bus) = self.bus.as_mut() {
                             bus.line_active(last_byte);
@@ -356,6 +358,7 @@ impl PortTask {
         // schedule adds the time on the wire itself (`Bus::wrote`), and answer
         // deadlines are set by the core when it decides to transmit.
         port.write_all(&self.out).await?;
+        self.capture(Dir::Tx, &self.out);
         let health = &self.stations[index].ctx.health;
         health.frame_out();
         if let Some(poll) = transmit.answers_poll {
@@ -367,6 +370,18 @@ impl PortTask {
         #[cfg(debug_assertions)]
         super::failpoints::abort_after_write(transmit.command.as_deref());
         Ok(())
+    }
+
+    /// Hands a chunk to every capture of the line (`run --capture`); a
+    /// chunk the writer cannot take is counted, never waited for.
+    fn capture(&self, dir: Dir, bytes: &[u8]) {
+        for station in &self.stations {
+            if let Some(capture) = &station.ctx.capture {
+                if !capture.record(dir, bytes) {
+                    station.ctx.health.capture_dropped();
+                }
+            }
+        }
     }
 
     fn report_codec(&self) {
