@@ -30,10 +30,12 @@ case "$target" in
   x86_64-unknown-linux-gnu)
     # rust-lld is the x86_64 linker. `-z pack-relative-relocs` (DT_RELR)
     # packs 0.2 MB of relocations into a few KB and makes the package need
-    # glibc 2.36 (Debian 12); `--icf=all` folds identical functions and
-    # read-only data (Rust promises no distinct function addresses). Both
-    # are what keeps the x86_64 board binary within DESIGN §1's 5 MiB.
-    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="${CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS:--C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,--icf=all}" ;;
+    # glibc 2.36 (Debian 12); `--icf=all` folds identical functions, and
+    # `--ignore-data-address-equality` identical read-only data too (Rust
+    # promises no distinct addresses for functions, vtables or constants;
+    # see README "Binary size" for read-only statics and the check).
+    # Together they keep the x86_64 board binary within DESIGN §1's 5 MiB.
+    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS="${CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS:--C link-arg=-Wl,-z,pack-relative-relocs -C link-arg=-Wl,--icf=all -C link-arg=-Wl,--ignore-data-address-equality}" ;;
   aarch64-unknown-linux-gnu)
     export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}"
     export CC_aarch64_unknown_linux_gnu="${CC_aarch64_unknown_linux_gnu:-aarch64-linux-gnu-gcc}" ;;

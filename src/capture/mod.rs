@@ -16,10 +16,10 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::Instant;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use tokio::sync::mpsc::{channel, Receiver, Sender};
 use tracing::{error, warn};
 
 /// Chunks waiting for the writer; beyond that they are dropped.
@@ -63,14 +63,16 @@ pub struct Header {
 
 /// The port task's end of one device's capture.
 pub struct Capture {
-    queue: SyncSender<Chunk>,
+    // tokio's channel, not std's: it is in the binary already, and the
+    // writer thread can wait on it with `blocking_recv`.
+    queue: Sender<Chunk>,
 }
 
 impl Capture {
     /// Starts the writer thread for one device's capture in `dir`.
     pub fn start(dir: &Path, header: Header) -> std::io::Result<Capture> {
         std::fs::create_dir_all(dir)?;
-        let (queue, chunks) = sync_channel(QUEUE);
+        let (queue, chunks) = channel(QUEUE);
         let writer = Writer::new(dir.to_owned(), header, ROTATE_AT)?;
         std::thread::Builder::new()
             .name(format!("capture {}", writer.header.machine))
@@ -86,10 +88,7 @@ impl Capture {
             dir,
             bytes: bytes.to_vec(),
         };
-        match self.queue.try_send(chunk) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
-        }
+        self.queue.try_send(chunk).is_ok()
     }
 }
 
@@ -116,8 +115,8 @@ impl Writer {
         })
     }
 
-    fn run(mut self, chunks: Receiver<Chunk>) {
-        while let Ok(first) = chunks.recv() {
+    fn run(mut self, mut chunks: Receiver<Chunk>) {
+        while let Some(first) = chunks.blocking_recv() {
             // Everything queued, then one flush: a capture is read while the
             // gateway runs, and a crash loses at most the last burst.
             let mut next = Some(first);
@@ -142,12 +141,13 @@ impl Writer {
             (self.file, self.written, self.started) = (file, written, started);
             prune(&self.dir, &self.header.machine, KEEP);
         }
-        let t = chunk
-            .at
-            .saturating_duration_since(self.started)
-            .as_secs_f64();
+        // Whole microseconds as integers: exact, and no float formatting
+        // (a sizeable part of std) in the board binary for it.
+        let t = chunk.at.saturating_duration_since(self.started).as_micros();
         let line = format!(
-            "{{\"t\":{t:.6},\"dir\":\"{}\",\"hex\":\"{}\"}}\n",
+            "{{\"t\":{}.{:06},\"dir\":\"{}\",\"hex\":\"{}\"}}\n",
+            t / 1_000_000,
+            t % 1_000_000,
             chunk.dir.as_str(),
             hex(&chunk.bytes)
         );
@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_instead_of_waiting() {
-        let (queue, _chunks) = sync_channel(1);
+        let (queue, _chunks) = channel(1);
         let capture = Capture { queue };
         assert!(capture.record(Dir::Rx, b"a"));
         assert!(!capture.record(Dir::Rx, b"b"), "dropped, not blocked");

@@ -1,5 +1,5 @@
-//! The command line (DESIGN §2): a thin layer over the library. `anyhow`
-//! lives here only; exit codes are decided here.
+//! The command line (DESIGN §2): a thin layer over the library; exit codes
+//! are decided here.
 
 mod check;
 mod demo;
