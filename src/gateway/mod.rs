@@ -181,7 +181,7 @@ impl Gateway {
             .iter()
             .flat_map(|l| l.key.machines().map(str::to_owned))
             .collect();
-        stop_lines(stopped).await;
+        stop_lines(stopped, Vec::new()).await;
         for machine in &stopped_machines {
             self.shared.health.remove_machine(machine);
         }
@@ -230,31 +230,23 @@ impl Gateway {
         for task in &self.background {
             task.abort();
         }
-        let mut lines = self.lines;
-        let (ports, mut sessions) = take_tasks(&mut lines);
-        sessions.extend(self.own.tasks);
-        join_within(ports, Duration::from_secs(5), "device tasks").await;
-        join_within(sessions, Duration::from_secs(8), "MQTT sessions").await;
+        stop_lines(self.lines, self.own.tasks).await;
     }
 }
 
-/// Stops lines side by side: ports first, then sessions, as `stop` does.
-async fn stop_lines(mut lines: Vec<Line>) {
-    let (ports, sessions) = take_tasks(&mut lines);
-    join_within(ports, Duration::from_secs(5), "device tasks").await;
-    join_within(sessions, Duration::from_secs(8), "MQTT sessions").await;
-}
-
-fn take_tasks(lines: &mut Vec<Line>) -> (Vec<JoinHandle<()>>, Vec<JoinHandle<()>>) {
+/// Stops lines side by side: every port task first (their durable writes
+/// complete), then every session, `more` (the gateway's own) among them.
+async fn stop_lines(lines: Vec<Line>, more: Vec<JoinHandle<()>>) {
     let mut ports = Vec::new();
-    let mut sessions = Vec::new();
-    for line in lines.drain(..) {
+    let mut sessions = more;
+    for line in lines {
         line.cancel();
         let (p, s) = line.into_tasks();
         ports.extend(p);
         sessions.extend(s);
     }
-    (ports, sessions)
+    join_within(ports, Duration::from_secs(5), "device tasks").await;
+    join_within(sessions, Duration::from_secs(8), "MQTT sessions").await;
 }
 
 impl Own {
